@@ -1,0 +1,1 @@
+"""Entry points: the ``tagger`` command and the scheduled jobs."""

@@ -1,0 +1,1 @@
+"""Model artifacts: the versioned registry, loading with integrity checks, and the training job."""

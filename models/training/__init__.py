@@ -1,0 +1,1 @@
+"""The training job: data, split, model, loop, evaluation, calibration, export and publishing."""

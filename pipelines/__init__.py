@@ -1,0 +1,1 @@
+"""Beam pipelines and the pure image functions they are built from."""

@@ -1,0 +1,55 @@
+"""Model-input preprocessing, driven only by the model card's ``Preprocessing`` spec.
+
+The training job's evaluation, the batch and streaming pipelines and third-party consumers all call this one
+function, so the numbers the training job reports are the numbers production sees.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from schemas.card import Preprocessing
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def resize_for_model(image: Image.Image, spec: Preprocessing) -> Image.Image:
+    """Resize (and for ``shorter_side_center_crop`` crop) an RGB image to ``input_size`` square."""
+    size = spec.input_size
+    resample = _RESAMPLE[spec.interpolation]
+    if spec.resize == "stretch":
+        return image if image.size == (size, size) else image.resize((size, size), resample)
+    w, h = image.size
+    scale = spec.resize_shorter / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    resized = image.resize((nw, nh), resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """RGB image -> one float32 model input (CHW or HWC per ``spec.layout``), normalised per the card."""
+    resized = resize_for_model(image, spec)
+    arr = np.asarray(resized, dtype=np.float32)  # HWC, RGB
+    if spec.channel_order == "BGR":
+        arr = arr[..., ::-1]
+        mean, std = spec.mean[::-1], spec.std[::-1]
+    else:
+        mean, std = spec.mean, spec.std
+    scale = np.float32(spec.scale)
+    mean_arr = np.asarray(mean, dtype=np.float32) / scale
+    inv_std = scale / np.asarray(std, dtype=np.float32)
+    arr = (arr - mean_arr) * inv_std
+    if spec.layout == "NCHW":
+        arr = arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def draft_size_for(spec: Preprocessing) -> tuple[int, int]:
+    """The smallest size a JPEG may be DCT-downscaled to before :func:`resize_for_model` without losing detail."""
+    side = spec.input_size if spec.resize == "stretch" else spec.resize_shorter
+    return (side, side)
