@@ -1,0 +1,1 @@
+"""Feedback ingestion: validated corrections into a versioned dataset that retraining reads (issue 4)."""
