@@ -37,6 +37,18 @@ LINEAGE_FIELDS = (
 
 _TS = pa.timestamp("us", tz="UTC")
 
+_LINEAGE_COLUMNS = [
+    ("record_key", pa.string()),
+    ("ingest_run_id", pa.string()),
+    ("ingested_at", _TS),
+    ("source_kind", pa.string()),
+    ("source_uri", pa.string()),
+    ("source_row", pa.int64()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+    ("raw", pa.string()),
+]
+
 ACCEPTED_SCHEMA = pa.schema(
     [
         ("image_uri", pa.string()),
@@ -50,15 +62,7 @@ ACCEPTED_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("comment", pa.string()),
         ("new_class", pa.bool_()),
-        ("record_key", pa.string()),
-        ("ingest_run_id", pa.string()),
-        ("ingested_at", _TS),
-        ("source_kind", pa.string()),
-        ("source_uri", pa.string()),
-        ("source_row", pa.int64()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("raw", pa.string()),
+        *_LINEAGE_COLUMNS,
     ]
 )
 """The validated feedback dataset (``DIR/accepted/ingest_date=YYYY-MM-DD/<run>.parquet``)."""
@@ -68,15 +72,7 @@ QUARANTINE_SCHEMA = pa.schema(
     + [
         ("failed_expectations", pa.list_(pa.string())),
         ("reasons", pa.list_(pa.string())),
-        ("record_key", pa.string()),
-        ("ingest_run_id", pa.string()),
-        ("ingested_at", _TS),
-        ("source_kind", pa.string()),
-        ("source_uri", pa.string()),
-        ("source_row", pa.int64()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-        ("raw", pa.string()),
+        *_LINEAGE_COLUMNS,
     ]
 )
 """Rows that failed validation, as read (strings), with the expectations each one failed."""
