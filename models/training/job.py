@@ -1,0 +1,236 @@
+"""``tagger train`` end to end: data -> split -> fit -> calibrate -> export + parity -> evaluate -> gate -> publish.
+
+Test-split numbers are computed from the exported ONNX file with onnxruntime, on inputs prepared by the same
+decode + preprocess functions every consumer uses, so anyone holding ``model.onnx`` and ``card.json`` can
+reproduce them exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.registry import Registry
+from models.training import architectures, calibrate, data, export, gate, presets, split
+from models.training.engine import TrainConfig, TrainData, fit
+from models.training.inference import predict
+from models.training.metrics import evaluate
+from schemas.card import ModelCard, Preprocessing
+from schemas.errors import UserError
+
+
+@dataclass(frozen=True)
+class JobArgs:
+    data: str
+    registry: str
+    name: str = "tagger"
+    arch: str = architectures.DEFAULT_ARCH
+    epochs: int = TrainConfig.epochs
+    warmup_epochs: int = TrainConfig.warmup_epochs
+    seed: int = 0
+    feedback: str | None = None
+    image_size: int = 224
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    loss: str = TrainConfig.loss
+    patience: int = TrainConfig.patience
+    min_support: int = calibrate.DEFAULT_MIN_SUPPORT
+    images: str | None = None  # image root for COCO / VOC annotations
+    skip_bad_rows: bool = False
+    pretrained: bool = True
+    device: str = "auto"
+    work_dir: str | None = None
+    resume: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "JobArgs":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class JobResult:
+    card: ModelCard
+    promoted: bool
+    work_dir: str
+    test_paths: list[str] = field(default_factory=list)
+
+
+def load_examples(args: JobArgs, spec: Preprocessing, report_path: str):
+    """Manifest -> checked rows -> decoded images; fails with the data report unless ``skip_bad_rows``."""
+    manifest = data.resolve_manifest(args.data)
+    report = data.DataReport(source=manifest)
+    rows = data.read_manifest(manifest, report, args.images)
+    report.rows = len(rows)
+    if args.feedback:
+        rows = _with_feedback(rows, args.feedback)
+    rows = data.check_rows(rows, report)
+    decoded = presets.decode_rows(rows, spec, report)
+    data.raise_or_warn(report, args.skip_bad_rows, report_path)
+    if report.problems:
+        print(f"warning: skipping bad rows: {report.summary()}", file=sys.stderr)
+    examples = [data.Example(r.key, r.path, r.labels) for r in rows if r.path in decoded.images]
+    if not examples:
+        raise data.DataError(f"{manifest}: no usable images")
+    return manifest, examples, decoded, report
+
+
+def _with_feedback(rows: list[data.RawRow], feedback_dir: str) -> list[data.RawRow]:
+    try:
+        from feedback_ingest.labels import apply_feedback
+    except ImportError as exc:
+        raise UserError(f"--feedback needs feedback_ingest.labels.apply_feedback, which is unavailable ({exc})") from exc
+    by_path = {r.path: r for r in rows}
+    merged = apply_feedback([(r.path, r.labels) for r in rows], feedback_dir)
+    out = []
+    for number, (path, labels) in enumerate(merged, start=1):
+        old = by_path.get(path)
+        out.append(data.RawRow(old.row if old else len(rows) + number, old.key if old else path, path, frozenset(labels)))
+    return out
+
+
+def run(args: JobArgs) -> JobResult:
+    started = time.perf_counter()
+    registry = Registry(args.registry)
+    parent = registry.alias(args.name)
+    work_dir = args.work_dir or os.path.join(
+        "var", "train", f"{args.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    )
+    os.makedirs(work_dir, exist_ok=True)
+    spec = Preprocessing(input_size=args.image_size)
+    manifest, examples, decoded, report = load_examples(args, spec, os.path.join(work_dir, "data_report.txt"))
+    classes = sorted({t for ex in examples for t in ex.labels})
+    if not classes:
+        raise data.DataError(f"{manifest}: no image has any tag; nothing to learn")
+    subsets = split.iterative_split([e.key for e in examples], [e.labels for e in examples], seed=args.seed)
+    by_key = {e.key: e for e in examples}
+    parts = {name: [by_key[k] for k in keys] for name, keys in subsets.items()}
+
+    def targets(exs):
+        return np.array([[c in e.labels for c in classes] for e in exs], dtype=np.float32)
+
+    def eval_inputs(exs):
+        return np.stack([presets.eval_array(decoded.images[e.path], spec) for e in exs])
+
+    train_data = TrainData(
+        train_images=np.stack([presets.train_cache_array(decoded.images[e.path], spec) for e in parts["train"]]),
+        train_targets=targets(parts["train"]),
+        val_inputs=eval_inputs(parts["val"]),
+        val_targets=targets(parts["val"]),
+    )
+    test_inputs, test_targets = eval_inputs(parts["test"]), targets(parts["test"])
+    decoded.images.clear()  # arrays hold all we need now
+    print(f"data: {len(examples)} images, {len(classes)} classes; split "
+          + ", ".join(f"{k} {len(v)}" for k, v in parts.items()), flush=True)
+
+    built = architectures.build(args.arch, len(classes), pretrained=args.pretrained)
+    config = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
+                         lr=args.lr, patience=args.patience, loss=args.loss, seed=args.seed, device=args.device)
+    fit_started = time.perf_counter()
+    result = fit(built, train_data, config, presets.TrainAugment(spec), os.path.join(work_dir, "checkpoint.pt"),
+                 job_args=dataclasses.asdict(args), resume_from=args.resume)
+    fit_seconds = time.perf_counter() - fit_started
+
+    onnx_path = os.path.join(work_dir, "model.onnx")
+    export.export_onnx(result.model, onnx_path, spec.input_size)
+    parity = export.check_parity(onnx_path, result.model, test_inputs)
+    val_probs = predict(onnx_path, train_data.val_inputs)
+    calib = calibrate.calibrate(train_data.val_targets, val_probs, args.min_support)
+    test_probs = predict(onnx_path, test_inputs)
+    test_metrics = evaluate(test_targets, test_probs, classes, calib.thresholds)
+    val_metrics = evaluate(train_data.val_targets, val_probs, classes, calib.thresholds)
+
+    production = gate.evaluate_production(registry, args.name, [e.path for e in parts["test"]], test_targets, classes)
+    decision = gate.decide(test_probs, test_targets, production)
+    print(gate.describe(decision), flush=True)
+
+    card = ModelCard(
+        name=args.name,
+        version="",
+        classes=tuple(classes),
+        thresholds={c: float(t) for c, t in zip(classes, calib.thresholds)},
+        preprocessing=spec,
+        input_name=export.INPUT_NAME,
+        output_name=export.OUTPUT_NAME,
+        outputs="probabilities",
+        parent_version=parent,
+        architecture=args.arch,
+        metrics=json_safe({
+            "test": test_metrics,
+            "validation": {k: v for k, v in val_metrics.items() if k != "per_class"},
+            "calibration": calib.as_dict(classes),
+            "export_parity_max_abs_diff": parity,
+        }),
+        split={
+            "method": "iterative-stratification",
+            "seed": args.seed,
+            "ratios": dict(zip(split.SUBSETS, split.DEFAULT_RATIOS)),
+            "counts": {k: len(v) for k, v in subsets.items()},
+            "test_images": subsets["test"],
+            "fingerprints": {k: data.keys_fingerprint(v) for k, v in subsets.items()},
+            "manifest": manifest,
+        },
+        data_fingerprint=data.fingerprint(examples, decoded.content_sha256),
+        training=json_safe({
+            "args": {k: v for k, v in dataclasses.asdict(args).items() if k not in ("registry", "work_dir")},
+            "config": dataclasses.asdict(config),
+            "pretrained_weights": built.weights,
+            "warnings": built.warnings,
+            "device": result.device,
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "best_val_mAP": result.best_val_map,
+            "stopped_early": result.stopped_early,
+            "images_per_s_median": result.images_per_s,
+            "fit_seconds": round(fit_seconds, 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "skipped_rows": [p.line() for p in report.problems],
+        }),
+        gate=decision,
+        library_versions=library_versions(),
+    )
+    from models.training.report import render_report
+
+    final = registry.publish(card, onnx_path, {"report.html": lambda c: render_report(c, result.history, test_targets,
+                                                                                      test_probs, val_probs, train_data.val_targets)})
+    promoted = decision["decision"] == "promote"
+    if promoted:
+        registry.promote(final.name, final.version, reason=decision["reason"])
+    print(f"published {final.ref} ({'promoted to production' if promoted else 'not promoted'}); test mAP "
+          f"{_fmt(test_metrics['mAP'])}, macro-F1 {_fmt(test_metrics['macro_f1'])} calibrated vs "
+          f"{_fmt(test_metrics['at_0.5']['macro_f1'])} at 0.5; {time.perf_counter() - started:.0f}s", flush=True)
+    return JobResult(final, promoted, work_dir, [e.path for e in parts["test"]])
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "torchvision", "onnx", "onnxruntime", "numpy", "pillow", "image-tagger"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def json_safe(value):
+    """NaN (an undefined metric) -> None, recursively: cards are strict JSON."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _fmt(x) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else "n/a"
