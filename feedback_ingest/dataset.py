@@ -23,6 +23,7 @@ from typing import Iterable, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from feedback_ingest.locking import exclusive_lock
 from models import storage
 from schemas.errors import UserError
 from schemas.feedback import ACCEPTED_SCHEMA, QUARANTINE_SCHEMA
@@ -111,6 +112,10 @@ class FeedbackDataset:
         path = os.path.join(self.root, MANIFESTS, f"{manifest['run_id']}.json")
         storage.write_bytes_atomic(path, json.dumps(manifest, indent=2, sort_keys=True).encode())
         return path
+
+    def lock(self):
+        """Exclusive use of the dataset for one ingest run (a second concurrent run fails fast)."""
+        return exclusive_lock(os.path.join(self.root, ".lock"), what=f"feedback dataset {self.root}")
 
     def run_dir(self, run_id: str) -> str:
         path = os.path.join(self.root, RUNS, run_id)
