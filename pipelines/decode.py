@@ -78,8 +78,9 @@ def decode_image(
     except DecodeError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        reason = "not_an_image" if isinstance(exc, UnidentifiedImageError) else "too_many_pixels"
-        raise DecodeError(reason, _one_line(exc)) from exc
+        if isinstance(exc, UnidentifiedImageError):  # Pillow's message names a BytesIO object: useless
+            raise DecodeError("not_an_image", "not a recognised image format") from exc
+        raise DecodeError("too_many_pixels", _one_line(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
         # Pillow reports truncated/corrupt streams through a zoo of exception types.
         raise DecodeError("corrupt", _one_line(exc)) from exc

@@ -1,0 +1,84 @@
+"""Reading a tagging output directory back: committed runs, DuckDB views and the analyst queries.
+
+The queries live in docs/queries.sql (one copy for README, demo and tests). Readers trust only runs with a
+manifest, which is also what ``--incremental`` uses to decide what is already tagged.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Any
+
+from schemas.tagging import MANIFESTS_DIR
+
+QUERIES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "queries.sql")
+_SECTION = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def load_queries(path: str = QUERIES_FILE) -> dict[str, str]:
+    """{name: SQL text} for every ``-- name:`` section of docs/queries.sql."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    parts = _SECTION.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+
+
+def _has(output: str, pattern: str) -> bool:
+    return bool(glob.glob(os.path.join(output, pattern)))
+
+
+def connect(output: str, database: str = ":memory:"):
+    """A DuckDB connection with the ``manifests``, ``tags`` and ``errors`` views over ``output`` (local path).
+
+    Views over directories with nothing committed yet are empty tables of the right shape, so queries on a
+    fresh output directory return no rows instead of failing.
+    """
+    import duckdb
+
+    from schemas.tagging import DEAD_LETTER_SCHEMA, TAGS_SCHEMA
+
+    con = duckdb.connect(database)
+    output = os.path.abspath(output)
+    if not _has(output, f"{MANIFESTS_DIR}/*.json"):
+        con.execute("CREATE TABLE manifests (run_id VARCHAR)")
+    setup = load_queries()["setup"].replace("{output}", output.replace("'", "''"))
+    for statement in filter(None, (s.strip() for s in setup.split(";"))):
+        if not "".join(line for line in statement.splitlines() if not line.startswith("--")).strip():
+            continue
+        view = re.search(r"VIEW (\w+)", statement).group(1)
+        if view == "manifests" and not _has(output, f"{MANIFESTS_DIR}/*.json"):
+            continue
+        if view == "tags" and not _has(output, "run_date=*/model_version=*/*.parquet"):
+            _empty(con, "tags", TAGS_SCHEMA, run_date=True)
+            continue
+        if view == "errors" and not _has(output, "_errors/run_date=*/*.parquet"):
+            _empty(con, "errors", DEAD_LETTER_SCHEMA, run_date=True)
+            continue
+        con.execute(statement)
+    return con
+
+
+def _empty(con, name: str, schema, run_date: bool) -> None:
+    table = schema.empty_table()
+    con.register(f"_{name}_empty", table)
+    extra = ", CAST(NULL AS DATE) AS run_date" if run_date else ""
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{extra} FROM _{name}_empty WHERE false")
+
+
+def run_query(con, name: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one named query exactly as written in docs/queries.sql; returns (column names, rows)."""
+    cursor = con.execute(load_queries()[name], params or {})
+    return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def tagged_hashes(output: str, model_name: str, model_version: str) -> frozenset[str]:
+    """Content hashes already tagged by this model version in committed runs (for ``--incremental``)."""
+    if not os.path.isdir(output):
+        return frozenset()
+    con = connect(output)
+    rows = con.execute(
+        "SELECT DISTINCT content_sha256 FROM tags WHERE model_name = ? AND model_version = ?",
+        [model_name, model_version],
+    ).fetchall()
+    return frozenset(r[0] for r in rows)

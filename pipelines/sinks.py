@@ -1,0 +1,243 @@
+"""Parquet output with all-or-nothing visibility per run.
+
+Each bundle streams its rows into its own file under ``DIR/_staging/<run_id>/`` (row groups flushed as they
+fill, so memory stays flat) and emits a :class:`WrittenFile` from ``finish_bundle``. Beam discards the
+outputs of failed or retried bundles, so the single :class:`CommitRun` step sees exactly the files of
+successful bundles: it renames them into the hive partitions and then writes the run manifest.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from typing import Any, Callable, Iterable, NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from models import storage
+from pipelines.progress import ProgressFile
+from pipelines.records import Failure, Tagged
+from schemas.tagging import (
+    DEAD_LETTER_SCHEMA,
+    TAGS_SCHEMA,
+    RunManifest,
+    errors_partition,
+    manifest_name,
+    tags_partition,
+)
+
+ROW_GROUP_ROWS = 4096
+
+
+class WrittenFile(NamedTuple):
+    kind: str  # "tags" | "failed"
+    staging_path: str
+    rows: int
+    failures_by_stage: dict[str, int]
+
+
+def tagged_row(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "image_uri": t.info.uri,
+        "content_sha256": t.info.content_sha256,
+        "width": t.info.width,
+        "height": t.info.height,
+        "format": t.info.format,
+        "tags": list(t.tags),
+        "probabilities": list(t.probabilities.items()),
+        "model_name": t.model_name,
+        "model_version": t.model_version,
+        "run_id": run_id,
+        "tagged_at": now,
+    }
+
+
+def failure_row(f: Failure, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "image_uri": f.uri,
+        "stage": f.stage,
+        "error_class": f.error_class,
+        "message": f.message,
+        "run_id": run_id,
+        "failed_at": now,
+    }
+
+
+class _WriteParquetFn(beam.DoFn):
+    """Rows -> one Parquet file per bundle in the run's staging directory."""
+
+    def __init__(self, kind: str, schema: pa.Schema, to_row: Callable, staging: str, run_id: str,
+                 progress_dir: str | None) -> None:
+        self.kind, self.schema, self.to_row = kind, schema, to_row
+        self.staging, self.run_id, self.progress_dir = staging, run_id, progress_dir
+
+    def setup(self) -> None:
+        self.progress = ProgressFile(self.progress_dir, self.kind) if self.progress_dir else None
+
+    def start_bundle(self) -> None:
+        self.writer = None
+        self.sink = None
+        self.buffer: list[dict] = []
+        self.rows = 0
+        self.by_stage: dict[str, int] = {}
+        self.path = storage.join(self.staging, f"{self.kind}-{uuid.uuid4().hex}.parquet")
+
+    def process(self, element) -> Iterable:
+        self.buffer.append(self.to_row(element, self.run_id, dt.datetime.now(dt.timezone.utc)))
+        if isinstance(element, Failure):
+            self.by_stage[element.stage] = self.by_stage.get(element.stage, 0) + 1
+        if len(self.buffer) >= ROW_GROUP_ROWS:
+            self._flush()
+        if self.progress:
+            self.progress.add()
+        return ()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        if self.writer is None:
+            if storage.is_local(self.path):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                self.writer = pq.ParquetWriter(self.path, self.schema)
+            else:
+                self.sink = FileSystems.create(self.path)
+                self.writer = pq.ParquetWriter(self.sink, self.schema)
+        self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+        self.rows += len(self.buffer)
+        self.buffer = []
+
+    def finish_bundle(self) -> Iterable:
+        self._flush()
+        if self.progress:
+            self.progress.flush()
+        if self.writer is None:
+            return
+        self.writer.close()
+        if self.sink is not None:
+            self.sink.close()
+        yield WindowedValue(
+            WrittenFile(self.kind, self.path, self.rows, dict(self.by_stage)), GlobalWindow().max_timestamp(),
+            [GlobalWindow()]
+        )
+
+
+_KINDS = {"tags": (TAGS_SCHEMA, tagged_row), "failed": (DEAD_LETTER_SCHEMA, failure_row)}
+
+
+class WriteRows(beam.PTransform):
+    """Tagged (kind "tags") or Failure (kind "failed") records -> staged Parquet files -> WrittenFile records."""
+
+    def __init__(self, kind: str, staging: str, run_id: str, progress_dir: str | None = None) -> None:
+        super().__init__()
+        self.kind, self.args = kind, (staging, run_id, progress_dir)
+
+    def expand(self, pcoll):
+        schema, to_row = _KINDS[self.kind]
+        return pcoll | beam.ParDo(_WriteParquetFn(self.kind, schema, to_row, *self.args))
+
+
+class RunInfo(NamedTuple):
+    """Facts about the run known when the pipeline is built."""
+
+    output: str
+    run_id: str
+    run_date: str
+    model_name: str
+    model_version: str
+    runner: str
+    started_at: str
+    incremental: bool
+    inputs: list[str]
+
+    @property
+    def staging(self) -> str:
+        return storage.join(self.output, "_staging", self.run_id)
+
+
+def _move(src: str, dst: str) -> None:
+    if storage.is_local(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)
+    else:
+        FileSystems.rename([src], [dst])
+
+
+def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: int) -> RunManifest:
+    """Move staged files into their partitions, then write the manifest (which makes the run visible)."""
+    tag_files, error_files, moves = [], [], []
+    by_stage: dict[str, int] = {}
+    tagged = failed = 0
+    for n, f in enumerate(sorted(files, key=lambda f: f.staging_path)):
+        if f.kind == "tags":
+            rel = f"{tags_partition(info.run_date, info.model_version)}/part-{info.run_id}-{n:05d}.parquet"
+            tag_files.append(rel)
+            moves.append((f.staging_path, rel))
+            tagged += f.rows
+        else:
+            rel = f"{errors_partition(info.run_date)}/part-{info.run_id}-{n:05d}.parquet"
+            error_files.append(rel)
+            moves.append((f.staging_path, rel))
+            failed += f.rows
+            for stage, count in f.failures_by_stage.items():
+                by_stage[stage] = by_stage.get(stage, 0) + count
+    manifest = RunManifest(  # validates matched == tagged + failed + skipped before anything moves
+        run_id=info.run_id,
+        run_date=info.run_date,
+        model_name=info.model_name,
+        model_version=info.model_version,
+        runner=info.runner,
+        started_at=info.started_at,
+        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        matched=matched,
+        tagged=tagged,
+        failed=failed,
+        skipped=skipped,
+        incremental=info.incremental,
+        inputs=list(info.inputs),
+        tag_files=tag_files,
+        error_files=error_files,
+        failures_by_stage=by_stage,
+    )
+    for src, rel in moves:
+        _move(src, storage.join(info.output, rel))
+    storage.write_bytes_atomic(storage.join(info.output, manifest_name(info.run_id)), manifest.to_json().encode())
+    if storage.is_local(info.staging):
+        storage.remove_tree(info.staging)
+        try:
+            os.rmdir(os.path.dirname(info.staging))  # _staging itself, when no other run is in flight
+        except OSError:
+            pass
+    return manifest
+
+
+class _CommitFn(beam.DoFn):
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+
+    def process(self, files: list[WrittenFile], matched: int, skipped: int) -> Iterable[str]:
+        yield commit_run(self.info, files, matched, skipped).to_json()
+
+
+class CommitRun(beam.PTransform):
+    """(written files, matched count, skipped count) -> the manifest JSON, written once all bundles finished."""
+
+    def __init__(self, info: RunInfo) -> None:
+        super().__init__()
+        self.info = info
+
+    def expand(self, pcolls):
+        files, matched, skipped = pcolls
+        return (
+            files
+            | "AllFiles" >> beam.combiners.ToList()
+            | "Commit" >> beam.ParDo(
+                _CommitFn(self.info),
+                beam.pvalue.AsSingleton(matched),
+                beam.pvalue.AsSingleton(skipped),
+            )
+        )

@@ -1,0 +1,199 @@
+"""Named PTransforms shared by the batch and streaming jobs: decode -> preprocess -> model -> thresholds.
+
+Each multi-output transform returns ``(main, failed)``: ``failed`` carries :class:`~pipelines.records.Failure`
+records (stage + reason), so nothing is ever dropped silently. The per-element work lives in pure functions
+(:func:`decode_input`, :func:`prepare`, :func:`apply_thresholds`) that are testable without Beam.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+from pipelines.decode import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DecodeError, decode_image
+from pipelines.model_handler import CardModelHandler
+from pipelines.preprocess import draft_size_for, preprocess
+from pipelines.records import (
+    FAILED,
+    MAIN,
+    DecodedImageRecord,
+    Failure,
+    ImageInfo,
+    ImageInput,
+    Prepared,
+    Scored,
+    Tagged,
+)
+from schemas.card import ModelCard, Preprocessing
+
+NAMESPACE = "tagger"
+
+
+def failure_counter(stage: str):
+    return Metrics.counter(NAMESPACE, f"failed_{stage}")
+
+
+# --------------------------------------------------------------------------------------------- pure functions
+def decode_input(item: ImageInput, spec: Preprocessing, max_pixels: int, min_side: int) -> DecodedImageRecord:
+    """Hash and decode one input; raises DecodeError with a stable reason."""
+    decoded = decode_image(item.data, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size_for(spec))
+    info = ImageInfo(
+        uri=item.uri,
+        content_sha256=hashlib.sha256(item.data).hexdigest(),
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+    )
+    return DecodedImageRecord(info, decoded.image)
+
+
+def apply_thresholds(
+    probabilities: Sequence[float] | np.ndarray, classes: Sequence[str], thresholds: Sequence[float]
+) -> tuple[tuple[str, ...], dict[str, float]]:
+    """Probabilities in class order -> (tags at or above their class threshold, {class: probability})."""
+    probs = np.asarray(probabilities, dtype=np.float32)
+    if probs.shape != (len(classes),):
+        raise ValueError(f"model returned {probs.shape} scores for {len(classes)} classes")
+    hits = probs >= np.asarray(thresholds, dtype=np.float32)
+    tags = tuple(c for c, hit in zip(classes, hits) if hit)
+    return tags, {c: float(p) for c, p in zip(classes, probs)}
+
+
+# ------------------------------------------------------------------------------------------------- DoFns
+class _DecodeFn(beam.DoFn):
+    def __init__(self, spec: Preprocessing, max_pixels: int, min_side: int) -> None:
+        self.spec, self.max_pixels, self.min_side = spec, max_pixels, min_side
+
+    def process(self, item: ImageInput) -> Iterable:
+        try:
+            yield decode_input(item, self.spec, self.max_pixels, self.min_side)
+        except DecodeError as exc:
+            failure_counter("decode").inc()
+            yield beam.pvalue.TaggedOutput(FAILED, Failure(item.uri, "decode", exc.reason, str(exc)))
+
+
+class _PreprocessFn(beam.DoFn):
+    def __init__(self, spec: Preprocessing) -> None:
+        self.spec = spec
+
+    def process(self, record: DecodedImageRecord) -> Iterable:
+        try:
+            yield Prepared(record.info, preprocess(record.image, self.spec))
+        except Exception as exc:  # a preprocessing bug must cost one image, not the run
+            failure_counter("preprocess").inc()
+            yield beam.pvalue.TaggedOutput(
+                FAILED, Failure(record.info.uri, "preprocess", type(exc).__name__, str(exc)[:500])
+            )
+
+
+class _ThresholdFn(beam.DoFn):
+    def __init__(self, card: ModelCard) -> None:
+        self.classes = tuple(card.classes)
+        self.thresholds = card.threshold_vector
+
+    def setup(self) -> None:
+        self.tagged = Metrics.counter(NAMESPACE, "images_tagged")
+        self.tag_counters = {c: Metrics.counter(f"{NAMESPACE}.tags", c) for c in self.classes}
+
+    def process(self, scored: Scored) -> Iterable[Tagged]:
+        tags, probs = apply_thresholds(scored.probabilities, self.classes, self.thresholds)
+        self.tagged.inc()
+        for tag in tags:
+            self.tag_counters[tag].inc()
+        yield Tagged(scored.info, tags, probs, scored.model_name, scored.model_version)
+
+
+def _to_scored(keyed) -> Scored:
+    info, result = keyed
+    name, _, version = (result.model_id or "@").partition("@")
+    return Scored(info, result.inference, name, version)
+
+
+def _failed_batch(failed) -> Iterable[Failure]:
+    batch, exc = failed
+    for item in batch:
+        info = item[0]
+        failure_counter("inference").inc()
+        yield Failure(info.uri, "inference", type(exc).__name__, str(exc).replace("\n", " ")[:500])
+
+
+# -------------------------------------------------------------------------------------------- PTransforms
+class DecodeImages(beam.PTransform):
+    """ImageInput(uri, bytes) -> DecodedImageRecord (RGB, sha256, original size) | Failure(stage='decode')."""
+
+    def __init__(
+        self, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE
+    ) -> None:
+        super().__init__()
+        self.spec, self.max_pixels, self.min_side = spec, max_pixels, min_side
+
+    def expand(self, pcoll):
+        result = pcoll | beam.ParDo(_DecodeFn(self.spec, self.max_pixels, self.min_side)).with_outputs(
+            FAILED, main=MAIN
+        )
+        return result[MAIN], result[FAILED]
+
+
+class PreprocessImages(beam.PTransform):
+    """DecodedImageRecord -> Prepared (the model input tensor the card describes) | Failure."""
+
+    def __init__(self, spec: Preprocessing) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, pcoll):
+        result = pcoll | beam.ParDo(_PreprocessFn(self.spec)).with_outputs(FAILED, main=MAIN)
+        return result[MAIN], result[FAILED]
+
+
+class RunModel(beam.PTransform):
+    """Prepared -> Scored via Beam RunInference (batched); a failing batch becomes Failures, not a dead run."""
+
+    def __init__(self, handler: CardModelHandler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def expand(self, pcoll):
+        from apache_beam.ml.inference.base import KeyedModelHandler
+
+        main, other = (
+            pcoll
+            | "Key" >> beam.Map(lambda p: (p.info, p.tensor))
+            | RunInference(KeyedModelHandler(self.handler)).with_exception_handling()
+        )
+        scored = main | "ToScored" >> beam.Map(_to_scored)
+        failed = other.failed_inferences | "FailedBatch" >> beam.FlatMap(_failed_batch)
+        return scored, failed
+
+
+class ApplyThresholds(beam.PTransform):
+    """Scored -> Tagged using the card's calibrated per-class thresholds; counts images and tags as metrics."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__()
+        self.card = card
+
+    def expand(self, pcoll):
+        return pcoll | beam.ParDo(_ThresholdFn(self.card))
+
+
+class TagImages(beam.PTransform):
+    """The whole chain: ImageInput -> (Tagged, Failure); what both the batch and streaming jobs apply."""
+
+    def __init__(self, card: ModelCard, handler: CardModelHandler, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 min_side: int = DEFAULT_MIN_SIDE) -> None:
+        super().__init__()
+        self.card, self.handler, self.max_pixels, self.min_side = card, handler, max_pixels, min_side
+
+    def expand(self, pcoll):
+        spec = self.card.preprocessing
+        decoded, decode_failed = pcoll | "DecodeImages" >> DecodeImages(spec, self.max_pixels, self.min_side)
+        prepared, prep_failed = decoded | "PreprocessImages" >> PreprocessImages(spec)
+        scored, model_failed = prepared | "RunModel" >> RunModel(self.handler)
+        tagged = scored | "ApplyThresholds" >> ApplyThresholds(self.card)
+        failed = (decode_failed, prep_failed, model_failed) | "AllFailures" >> beam.Flatten()
+        return tagged, failed
