@@ -80,6 +80,12 @@ def _answers(bootstrap: str) -> bool:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    host, port = bootstrap.rsplit(":", 1)
+    try:  # a plain connect first, so kafka-python does not log connection errors while tansu starts
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     except (KafkaError, OSError):
