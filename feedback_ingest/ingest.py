@@ -29,6 +29,7 @@ from feedback_ingest.dataset import FeedbackDataset
 from feedback_ingest.lookups import ImageIndex, ModelCatalog
 from feedback_ingest.sources import SourceRecord
 from feedback_ingest.validate import validate, write_result
+from models import storage
 from schemas.feedback import (
     ACCEPTED_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -98,6 +99,33 @@ def _quarantine_row(src: SourceRecord, key: str, run_id: str, now: dt.datetime, 
     }
 
 
+def new_records(records: list[SourceRecord], known: set[str]) -> tuple[list[tuple[SourceRecord, str]], int]:
+    """Records whose key is neither stored nor seen earlier in this batch, with their keys; and how many
+    were skipped as already ingested."""
+    fresh: list[tuple[SourceRecord, str]] = []
+    seen = set(known)
+    for src in records:
+        if src.parse_error is None:
+            key = record_key(src.record)
+        else:  # an unreadable row has no fields to key on: key it by its bytes and where it was read
+            key = record_key({"comment": json.dumps(src.lineage, sort_keys=True)})
+        if key not in seen:
+            seen.add(key)
+            fresh.append((src, key))
+    return fresh, len(records) - len(fresh)
+
+
+def _write_parts(dataset: FeedbackDataset, run_id: str, now: dt.datetime, accepted: list[dict],
+                 quarantined: list[dict]) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {"accepted": [], "quarantine": []}
+    for kind, rows, schema in (("accepted", accepted, ACCEPTED_SCHEMA),
+                               ("quarantine", quarantined, QUARANTINE_SCHEMA)):
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=schema)
+            files[kind].append(dataset.write_part(kind, table, run_id, now.date().isoformat()))
+    return files
+
+
 def ingest(
     records: list[SourceRecord],
     dataset: FeedbackDataset,
@@ -112,30 +140,17 @@ def ingest(
     next_offsets) is stored in the manifest."""
     now = now or dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id(now)
-    summary = Summary(run_id=run_id, read=len(records))
+    summary = Summary(run_id=run_id, read=len(records), run_dir=dataset.run_dir(run_id))
     removed = dataset.remove_orphans()
     if removed:
         log.warning("removed %d uncommitted parts left by crashed runs", len(removed))
-    known = dataset.known_keys()
-    fresh: list[tuple[SourceRecord, str]] = []
-    for src in records:
-        if src.parse_error is None:
-            key = record_key(src.record)
-        else:  # an unreadable row has no fields to key on: key it by its bytes and where it was read
-            key = record_key({"comment": json.dumps(src.lineage, sort_keys=True)})
-        if key in known:
-            summary.already_ingested += 1
-            continue
-        known.add(key)
-        fresh.append((src, key))
+    fresh, summary.already_ingested = new_records(records, dataset.known_keys())
 
-    run_dir = dataset.run_dir(run_id)
-    summary.run_dir = run_dir
     accepted, quarantined = [], []
     if fresh:
         outcome = validate([s for s, _ in fresh], catalog, images, now, run_id,
-                           os.path.join(run_dir, "data_docs") if data_docs else None)
-        write_result(outcome, os.path.join(run_dir, "validation.json"))
+                           os.path.join(summary.run_dir, "data_docs") if data_docs else None)
+        write_result(outcome, os.path.join(summary.run_dir, "validation.json"))
         summary.validation_success = outcome.success
         for (src, key), reasons, failed in zip(fresh, outcome.reasons, outcome.failed):
             if reasons:
@@ -145,13 +160,7 @@ def ingest(
     summary.accepted, summary.quarantined = len(accepted), len(quarantined)
     summary.by_reason = dict(Counter(r for row in quarantined for r in row["reasons"]))
 
-    files: dict[str, list[str]] = {"accepted": [], "quarantine": []}
-    ingest_date = now.date().isoformat()
-    for kind, rows, schema in (("accepted", accepted, ACCEPTED_SCHEMA),
-                               ("quarantine", quarantined, QUARANTINE_SCHEMA)):
-        if rows:
-            table = pa.Table.from_pylist(rows, schema=schema)
-            files[kind].append(dataset.write_part(kind, table, run_id, ingest_date))
+    files = _write_parts(dataset, run_id, now, accepted, quarantined)
     fault_point("after_append")
     manifest = {
         "run_id": run_id,
@@ -163,8 +172,7 @@ def ingest(
         "sources": sorted({s.source_uri for s in records}),
         "kafka": kafka,
     }
-    with open(os.path.join(run_dir, "summary.json"), "w") as fh:
-        json.dump(manifest, fh, indent=2)
+    storage.write_bytes_atomic(os.path.join(summary.run_dir, "summary.json"), json.dumps(manifest, indent=2).encode())
     summary.manifest = dataset.commit(manifest)
     fault_point("after_commit")
     return summary
