@@ -1,0 +1,110 @@
+"""Pure pieces of batch tagging, and the paths a user hits first: thresholds, accounting, inputs, CLI errors."""
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from jobs.cli import main as cli_main
+from pipelines.catalog import connect, load_queries
+from pipelines.inputs import is_manifest, resolve_entry
+from pipelines.model_handler import CPU, CUDA, CardModelHandler, choose_providers
+from pipelines.progress import format_progress
+from pipelines.records import ImageInput
+from pipelines.transforms import TagImages, apply_thresholds
+from schemas.tagging import RunManifest
+from tests.synthetic import CLASSES, encode, make_sample
+
+
+def test_apply_thresholds_uses_each_class_threshold():
+    tags, probs = apply_thresholds([0.9, 0.3, 0.5], ("a", "b", "c"), [0.95, 0.2, 0.5])
+    assert tags == ("b", "c") and probs == pytest.approx({"a": 0.9, "b": 0.3, "c": 0.5})
+    with pytest.raises(ValueError, match="2 classes"):
+        apply_thresholds([0.1, 0.2, 0.3], ("a", "b"), [0.5, 0.5])
+
+
+def test_manifest_refuses_an_accounting_mismatch():
+    fields = dict(run_id="r", run_date="2026-01-01", model_name="m", model_version="v1", runner="x",
+                  started_at="", finished_at="", incremental=False, inputs=[])
+    RunManifest(matched=5, tagged=3, failed=1, skipped=1, **fields)
+    with pytest.raises(ValueError, match="accounting mismatch"):
+        RunManifest(matched=5, tagged=3, failed=1, skipped=0, **fields)
+
+
+def test_manifest_inputs_and_relative_entries():
+    assert is_manifest("/data/tonight.txt") and is_manifest("gs://b/list.manifest")
+    assert not is_manifest("/data/*.txt") and not is_manifest("/data/photo.jpg")
+    assert resolve_entry("/lists/a.txt", "img/1.jpg") == "/lists/img/1.jpg"
+    assert resolve_entry("/lists/a.txt", "gs://b/1.jpg") == "gs://b/1.jpg"
+
+
+def test_providers_prefer_cuda_and_always_keep_cpu():
+    assert choose_providers([CPU]) == [CPU]
+    assert choose_providers(["AzureExecutionProvider", CUDA, CPU]) == [CUDA, CPU]
+
+
+def test_progress_line_has_rate_and_eta():
+    assert format_progress(50, 2, 10.0, 150) == "50/150 images done, 5.0 images/s, 2 errors, ETA 20 s"
+    assert "ETA" not in format_progress(50, 0, 10.0, None)
+
+
+def test_queries_on_an_empty_output_return_no_rows(tmp_path):
+    con = connect(str(tmp_path))
+    for name, sql in load_queries().items():
+        if name != "setup":
+            params = {k: v for k, v in {"tag": "red", "min_probability": 0.5, "version_a": "v1",
+                                        "version_b": "v2"}.items() if f"${k}" in sql}
+            assert con.execute(sql, params).fetchall() == [], name
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, tiny_model, registry_root):
+    assert cli_main(["tag", "--input", str(tmp_path / "nothing*.jpg"), "--output", str(tmp_path / "o"),
+                     "--registry", registry_root]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "matched no files" in err and "\n" not in err
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    assert cli_main(["tag", "--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "o"),
+                     "--registry", registry_root, "--model", "nosuch@production"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nosuch" in err and "\n" not in err
+
+
+class _WrongInputName(CardModelHandler):
+    """A model whose card names an input the graph does not have: every batch fails in onnxruntime."""
+
+    def resolve(self):
+        card, path = super().resolve()
+        return card.replace(input_name="no_such_input"), path
+
+
+def test_a_failing_inference_batch_becomes_dead_letters(tiny_model, registry_root):
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    rng = __import__("random").Random(3)
+    inputs = [ImageInput(f"mem://{i}", encode(make_sample(rng).image)) for i in range(5)]
+    handler = _WrongInputName(registry_root, tiny_model.ref, min_batch_size=2, max_batch_size=2)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        tagged, failed = p | beam.Create(inputs) | TagImages(tiny_model, handler)
+        assert_that(tagged, equal_to([]), label="none tagged")
+        assert_that(failed | beam.Map(lambda f: (f.uri, f.stage)),
+                    equal_to([(f"mem://{i}", "inference") for i in range(5)]), label="all dead letters")
+
+
+def test_tag_images_transform_tags_in_memory_inputs(tiny_model, registry_root):
+    """The streaming job's view: ImageInput in, Tagged with model version and class probabilities out."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    rng = __import__("random").Random(4)
+    inputs = [ImageInput(f"kafka://t/0/{i}", encode(make_sample(rng).image)) for i in range(3)]
+    inputs.append(ImageInput("kafka://t/0/3", b"not an image"))
+    handler = CardModelHandler(registry_root, tiny_model.ref)
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        tagged, failed = p | beam.Create(inputs) | TagImages(tiny_model, handler)
+        assert_that(
+            tagged | beam.Map(lambda t: (t.info.uri, t.model_version, sorted(t.probabilities) == sorted(CLASSES),
+                                         all(0.0 <= p <= 1.0 for p in t.probabilities.values()))),
+            equal_to([(f"kafka://t/0/{i}", tiny_model.version, True, True) for i in range(3)]), label="tagged")
+        assert_that(failed | beam.Map(lambda f: (f.uri, f.stage, f.error_class)),
+                    equal_to([("kafka://t/0/3", "decode", "not_an_image")]), label="failed")
