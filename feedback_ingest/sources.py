@@ -55,7 +55,7 @@ def parse_json_record(text: str) -> tuple[dict[str, Any], str | None]:
 
 
 def _read_csv(path: str) -> Iterator[SourceRecord]:
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:  # -sig: Excel's BOM
         for row_number, row in enumerate(csv.DictReader(fh), start=1):
             extra = row.pop(None, None)  # more cells than header columns
             error = f"{len(extra)} cells more than the header has" if extra else None

@@ -245,3 +245,13 @@ def test_quarantine_keeps_every_field_as_read(env):
     (q,) = rows(env, "quarantine")
     assert {k: q[k] for k in RECORD_FIELDS if record.get(k)} == {k: v for k, v in record.items() if v}
     assert json.loads(q["raw"])["comment"] == "x,y"
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads_like_any_other(env):
+    path = write_csv(env["tmp"] / "excel.csv", [correction(env["images"][0], "red", "present", "2026-01-01")])
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with open(path, "wb") as fh:
+        fh.write(b"\xef\xbb\xbf" + data)
+    assert run_ingest(env, path) == 0
+    assert [r["image_uri"] for r in rows(env, "accepted")] == [env["images"][0]]
