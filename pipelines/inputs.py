@@ -6,6 +6,7 @@ the launching machine. Reading is a DoFn so an unreadable path becomes a dead le
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Iterable
 
 import apache_beam as beam
@@ -44,6 +45,8 @@ def check_inputs(patterns: list[str]) -> None:
     if not patterns:
         raise InputError("no --input given")
     for pattern in patterns:
+        if "://" not in pattern and os.path.isdir(pattern):
+            raise InputError(f"--input {pattern} is a directory; pass a glob such as {pattern.rstrip('/')}/*.jpg")
         if is_manifest(pattern):
             if not FileSystems.exists(pattern):
                 raise InputError(f"manifest {pattern} does not exist")
