@@ -1,0 +1,44 @@
+"""`tagger tag` as a user runs it: the summary, Beam options passing through, and live progress files."""
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from jobs.cli import main as cli_main
+from pipelines.progress import ProgressFile, read_counts
+from tests.synthetic import write_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def test_tag_command_prints_a_summary_and_passes_beam_options(tmp_path, capsys, tiny_model, registry_root):
+    write_dataset(str(tmp_path / "data"), 6)
+    (tmp_path / "data" / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "out"
+    code = cli_main(["tag", "--input", str(tmp_path / "data" / "images" / "*.jpg"), "--output", str(out),
+                     "--registry", registry_root, "--model", "tagger", "--batch-size", "4",
+                     "--direct_num_workers=1"])  # a Beam option, passed through untouched
+    assert code == 0
+    summary = capsys.readouterr().out
+    assert "matched 7  tagged 6  failed 1  skipped 0" in summary
+    assert "failures by stage: decode 1" in summary and f"tagger@{tiny_model.version}" in summary
+    manifest = glob.glob(str(out / "_manifests" / "*.json"))
+    assert len(manifest) == 1 and os.path.basename(manifest[0])[:-5] in summary
+    assert len(glob.glob(str(out / f"run_date=*/model_version={tiny_model.version}/*.parquet"))) == 1  # 1 worker
+
+
+def test_directory_input_gets_a_one_line_hint(tmp_path, capsys, tiny_model, registry_root):
+    assert cli_main(["tag", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                     "--registry", registry_root]) == 2
+    assert "is a directory; pass a glob" in capsys.readouterr().err
+
+
+def test_progress_files_sum_across_workers(tmp_path):
+    a, b = ProgressFile(str(tmp_path), "tags", interval=0), ProgressFile(str(tmp_path), "tags", interval=0)
+    failed = ProgressFile(str(tmp_path), "failed", interval=0)
+    a.add(3)
+    b.add(2)
+    failed.add()
+    assert read_counts(str(tmp_path)) == {"tags": 5, "failed": 1}
