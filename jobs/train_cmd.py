@@ -8,7 +8,7 @@ from jobs.common_args import add_registry_arg, registry_root
 ARCHS = ("mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnet50")
 # Arguments a resumed run takes from its checkpoint rather than from the command line.
 RESUMABLE = ("data", "name", "arch", "epochs", "warmup_epochs", "seed", "feedback", "image_size", "batch_size", "lr",
-             "loss", "patience", "min_support", "images", "skip_bad_rows", "pretrained")
+             "loss", "patience", "finetune_fraction", "min_support", "images", "skip_bad_rows", "pretrained")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,15 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_registry_arg(p)
     p.add_argument("--name", default="tagger", help="model name in the registry (default: tagger)")
     p.add_argument("--arch", default="mobilenet_v2", choices=ARCHS, help="backbone (default: mobilenet_v2)")
-    p.add_argument("--epochs", type=int, default=12, help="maximum epochs (default: 12; early stopping on val mAP)")
+    p.add_argument("--epochs", type=int, default=10, help="maximum epochs (default: 10; early stopping on val mAP)")
     p.add_argument("--warmup-epochs", type=int, default=2, help="head-only epochs with a frozen backbone (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed for split, init, order and augmentation (default: 0)")
     p.add_argument("--feedback", help="feedback folder whose corrections override/extend the labels")
-    p.add_argument("--image-size", type=int, default=224, help="model input side in pixels (default: 224)")
+    p.add_argument("--image-size", type=int, default=192, help="model input side in pixels (default: 192)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3, help="head learning rate; backbone uses 0.1x (default: 2e-3)")
     p.add_argument("--loss", default="weighted_bce", choices=("weighted_bce", "bce", "asymmetric"))
-    p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs (default: 4)")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default: 3)")
+    p.add_argument("--finetune-fraction", type=float, default=0.3,
+                   help="share of the backbone's deepest layers fine-tuned after warm-up, 0..1 (default: 0.3)")
     p.add_argument("--min-support", type=int, default=3,
                    help="validation positives a class needs for its own threshold; fewer use the global one")
     p.add_argument("--images", help="image root for COCO/VOC annotations (default: next to the annotations)")
@@ -40,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="train without rows that fail validation (listed in the card) instead of failing")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="do not use ImageNet weights")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores, or one if the machine is busy)")
     p.add_argument("--work-dir", help="checkpoints, exported model and data report (default: var/train/NAME-TIME)")
     p.add_argument("--resume", help="checkpoint.pt to continue from (its arguments are reused)")
     p.set_defaults(func=run)

@@ -197,4 +197,4 @@ def _dirname(path: str) -> str:
 def _resolve(base: str, key: str) -> str:
     if "://" in key or os.path.isabs(key):
         return key
-    return os.path.normpath(storage.join(base, key)) if storage.is_local(base) else storage.join(base, key)
+    return os.path.abspath(storage.join(base, key)) if storage.is_local(base) else storage.join(base, key)

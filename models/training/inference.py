@@ -4,13 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 
+THREADS: int | None = None  # set by the job (see engine.choose_threads); None = onnxruntime's default
+
+
 def session(model_path: str):
     """An onnxruntime session, CUDA first when the installed onnxruntime offers it."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    if THREADS:
+        options.intra_op_num_threads = THREADS
     wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     providers = [p for p in wanted if p in ort.get_available_providers()]
-    return ort.InferenceSession(model_path, providers=providers)
+    return ort.InferenceSession(model_path, sess_options=options, providers=providers)
 
 
 def predict(model_path: str, inputs: np.ndarray, outputs: str = "probabilities", batch_size: int = 32) -> np.ndarray:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.registry import Registry
-from models.training import architectures, calibrate, data, export, gate, presets, split
-from models.training.engine import TrainConfig, TrainData, fit
+from models.training import architectures, calibrate, data, export, gate, inference, presets, split
+from models.training.engine import TrainConfig, TrainData, choose_threads, fit
 from models.training.inference import predict
 from models.training.metrics import evaluate
 from schemas.card import ModelCard, Preprocessing
@@ -36,16 +36,18 @@ class JobArgs:
     warmup_epochs: int = TrainConfig.warmup_epochs
     seed: int = 0
     feedback: str | None = None
-    image_size: int = 224
+    image_size: int = 192
     batch_size: int = TrainConfig.batch_size
     lr: float = TrainConfig.lr
     loss: str = TrainConfig.loss
     patience: int = TrainConfig.patience
+    finetune_fraction: float = TrainConfig.finetune_fraction
     min_support: int = calibrate.DEFAULT_MIN_SUPPORT
     images: str | None = None  # image root for COCO / VOC annotations
     skip_bad_rows: bool = False
     pretrained: bool = True
     device: str = "auto"
+    threads: int | None = None  # CPU threads; None = all cores, or one when the machine is busy
     work_dir: str | None = None
     resume: str | None = None
 
@@ -97,7 +99,12 @@ def _with_feedback(rows: list[data.RawRow], feedback_dir: str) -> list[data.RawR
 
 
 def run(args: JobArgs) -> JobResult:
+    import torch
+
     started = time.perf_counter()
+    threads = choose_threads(args.threads)
+    torch.set_num_threads(threads)
+    inference.THREADS = threads
     registry = Registry(args.registry)
     parent = registry.alias(args.name)
     work_dir = args.work_dir or os.path.join(
@@ -132,7 +139,8 @@ def run(args: JobArgs) -> JobResult:
 
     built = architectures.build(args.arch, len(classes), pretrained=args.pretrained)
     config = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
-                         lr=args.lr, patience=args.patience, loss=args.loss, seed=args.seed, device=args.device)
+                         lr=args.lr, patience=args.patience,
+                         finetune_fraction=args.finetune_fraction, loss=args.loss, seed=args.seed, device=args.device)
     fit_started = time.perf_counter()
     result = fit(built, train_data, config, presets.TrainAugment(spec), os.path.join(work_dir, "checkpoint.pt"),
                  job_args=dataclasses.asdict(args), resume_from=args.resume)
@@ -184,6 +192,7 @@ def run(args: JobArgs) -> JobResult:
             "pretrained_weights": built.weights,
             "warnings": built.warnings,
             "device": result.device,
+            "threads": threads,
             "history": result.history,
             "best_epoch": result.best_epoch,
             "best_val_mAP": result.best_val_map,
