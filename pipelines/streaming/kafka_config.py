@@ -39,19 +39,15 @@ class KafkaConfig:
     def consumer(self, group_id: str | None = None, **extra: Any):
         from kafka import KafkaConsumer
 
-        return KafkaConsumer(
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=5000,
-            **self.client_kwargs(),
-            **extra,
-        )
+        settings = dict(group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                        max_poll_interval_ms=5000)
+        return KafkaConsumer(**{**settings, **self.client_kwargs(), **extra})
 
     def producer(self, **extra: Any):
         from kafka import KafkaProducer
 
-        return KafkaProducer(acks="all", linger_ms=5, retries=2**31 - 1, **self.client_kwargs(), **extra)
+        settings = dict(acks="all", linger_ms=5, retries=2**31 - 1)
+        return KafkaProducer(**{**settings, **self.client_kwargs(), **extra})
 
 
 def parse_security_options(pairs: list[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from schemas.messages import RawRecord, SourceRef
 LOG = logging.getLogger(__name__)
 END_OF_TIME = 2**62  # an unbounded partition: the range never completes
 IDLE_DELAY_S = 0.05  # checkpoint delay after an empty poll
+FETCH_BYTES = 32 * 1024 * 1024
 
 
 class KafkaTopicError(UserError):
@@ -103,7 +104,8 @@ class ReadPartitionFn(beam.DoFn):
 
         key = (spec.topic, spec.partition)
         if key not in self._consumers:
-            consumer = spec.config.consumer()
+            # Large fetches: a message is a whole image (100s of kB), the 1 MB default would fetch a handful.
+            consumer = spec.config.consumer(max_partition_fetch_bytes=FETCH_BYTES, fetch_max_bytes=FETCH_BYTES)
             consumer.assign([TopicPartition(spec.topic, spec.partition)])
             self._consumers[key] = consumer
         return self._consumers[key]
@@ -117,7 +119,9 @@ class ReadPartitionFn(beam.DoFn):
 
         tp = TopicPartition(spec.topic, spec.partition)
         consumer = self._consumer(spec)
-        consumer.seek(tp, tracker.current_restriction().start)
+        start = tracker.current_restriction().start
+        if consumer.position(tp) != start:  # seeking drops prefetched records: only when the restriction moved
+            consumer.seek(tp, start)
         records = consumer.poll(timeout_ms=100, max_records=self._max_records).get(tp, [])
         for rec in records:
             if not tracker.try_claim(rec.offset):

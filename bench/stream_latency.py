@@ -1,0 +1,185 @@
+"""Streaming moderation: sustained throughput and produce-to-decision latency at a fixed offered load.
+
+Starts a tansu broker on loopback, publishes MobileNetV2 at 224 (ImageNet weights, the default model shape),
+runs ``tagger stream`` as a subprocess and feeds inline JPEG messages at ``--rate`` per second for
+``--seconds``. Latency is measured per message from just before ``send`` to the first arrival of its
+decision (dedup key) on the decisions topic, so it includes Kafka both ways, decode, preprocess, inference,
+the Parquet write and the offset commit that precede each decision's publication.
+
+Baseline, same script, same images and model: a plain single-process loop (decode + preprocess +
+``session.run`` per image, batch 1) gives the machine's per-image capacity; the ratio says how much of it
+the streaming job sustains.
+
+    .venv/bin/python bench/stream_latency.py                 # 50 msg/s for 60 s (the target load)
+    .venv/bin/python bench/stream_latency.py --quick         # 50 msg/s for 20 s
+    .venv/bin/python bench/stream_latency.py --rate 80       # look for the knee
+
+Images: ../shared/data/coco128 photos when present (real 640x480 COCO JPEGs), otherwise synthetic 640x480
+JPEGs generated here.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from batch_throughput import publish_mobilenet, write_jpegs  # noqa: E402  (same model, same image maker)
+
+from pipelines.decode import decode_image  # noqa: E402
+from pipelines.preprocess import draft_size_for, preprocess  # noqa: E402
+from pipelines.streaming.kafka_config import KafkaConfig  # noqa: E402
+from tests.kafka_broker import running_broker  # noqa: E402
+from tests.stream_fixtures import TOPICS, start_stream, stream_args  # noqa: E402
+
+COCO = os.path.join(ROOT, "..", "shared", "data", "coco128")
+
+
+def bench_images(tmp: str) -> list[str]:
+    photos = sorted(glob.glob(os.path.join(COCO, "**", "*.jpg"), recursive=True))
+    if photos:
+        return photos
+    return sorted(glob.glob(write_jpegs(os.path.join(tmp, "jpegs"), 128, (640, 480))))
+
+
+def plain_capacity(paths: list[str], registry: str, ref: str, n: int = 120) -> float:
+    """Images/s of decode + preprocess + session.run one image at a time (what a stream sees per message)."""
+    import onnxruntime as ort
+
+    from models.registry import Registry
+
+    loaded = Registry(registry).load(ref)
+    card = loaded.card
+    session = ort.InferenceSession(loaded.model_path, providers=["CPUExecutionProvider"])
+    blobs = [open(p, "rb").read() for p in paths]
+    draft = draft_size_for(card.preprocessing)
+    start = time.perf_counter()
+    for i in range(n):
+        decoded = decode_image(blobs[i % len(blobs)], draft_size=draft)
+        x = preprocess(decoded.image, card.preprocessing)[None]
+        session.run([card.output_name], {card.input_name: x})
+    return n / (time.perf_counter() - start)
+
+
+class DecisionWatcher(threading.Thread):
+    """Records the first arrival time of each decision by id."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.arrivals, self.stop = bootstrap, {}, threading.Event()
+        self.total = 0
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        tp = TopicPartition("decisions", 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        while not self.stop.is_set():
+            for records in consumer.poll(100).values():
+                now = time.time()
+                for r in records:
+                    self.total += 1
+                    self.arrivals.setdefault(json.loads(r.value)["id"], now)
+        consumer.close()
+
+
+def feed(config: KafkaConfig, paths: list[str], rate: float, count: int, prefix: str) -> dict[str, float]:
+    """Send ``count`` inline messages at ``rate``/s; returns id -> send time."""
+    producer = config.producer(linger_ms=0)
+    blobs = [open(p, "rb").read() for p in paths]
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    for i in range(count):
+        wait = start + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        message_id = f"{prefix}-{i:06d}"
+        sent[message_id] = time.time()
+        producer.send("images", key=message_id.encode(), value=blobs[i % len(blobs)],
+                      headers=[("content-type", b"image/jpeg"), ("id", message_id.encode())])
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def wait_for(watcher: DecisionWatcher, ids, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(i in watcher.arrivals for i in ids):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=50.0, help="offered load, messages/s")
+    parser.add_argument("--seconds", type=float, default=60.0, help="duration of the offered load")
+    parser.add_argument("--quick", action="store_true", help="20 s of load")
+    args = parser.parse_args()
+    seconds = 20.0 if args.quick else args.seconds
+
+    with tempfile.TemporaryDirectory() as tmp, running_broker() as broker:
+        registry = os.path.join(tmp, "registry")
+        ref = publish_mobilenet(registry)
+        paths = bench_images(tmp)
+        capacity = plain_capacity(paths, registry, ref)
+        broker.create_topics(*TOPICS)
+        config = KafkaConfig(broker.bootstrap)
+        watcher = DecisionWatcher(broker.bootstrap)
+        watcher.start()
+        job = start_stream(stream_args(broker.bootstrap, os.path.join(tmp, "out"), registry, "bench",
+                                       "--model", ref.split("@")[0] + "@production"),
+                           os.path.join(tmp, "job.log"))
+        try:
+            warm = feed(config, paths, 10, 20, "warmup")  # model load + first batches, not measured
+            if not wait_for(watcher, warm, 120):
+                print(job.log()[-3000:])
+                raise SystemExit("the streaming job did not answer the warm-up messages")
+            count = int(args.rate * seconds)
+            sent = feed(config, paths, args.rate, count, "load")
+            feed_end = time.time()
+            complete = wait_for(watcher, sent, 120)
+        finally:
+            job.stop()
+            watcher.stop.set()
+            watcher.join(timeout=5)
+
+    got = {i: watcher.arrivals[i] for i in sent if i in watcher.arrivals}
+    latencies = sorted(got[i] - sent[i] for i in got)
+    first_send, last_decision = min(sent.values()), max(got.values()) if got else float("nan")
+    throughput = len(got) / (last_decision - first_send)
+    q = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
+          f"images: {'coco128' if paths[0].startswith(os.path.abspath(COCO)) or 'coco128' in paths[0] else 'synthetic 640x480'}")
+    print(f"model: {ref} (MobileNetV2 224, onnxruntime CPU)")
+    print(f"offered load: {args.rate:.0f} msg/s for {seconds:.0f} s ({count} messages; feed took "
+          f"{feed_end - first_send:.1f} s)")
+    print(f"decisions: {len(got)}/{count} {'(complete)' if complete else '(INCOMPLETE)'}; "
+          f"topic records incl. repeats: {watcher.total - 20}")
+    print(f"sustained throughput: {throughput:.1f} images/s")
+    print(f"latency produce->decision: p50 {q[0]:.3f} s, p95 {q[1]:.3f} s, p99 {q[2]:.3f} s, "
+          f"max {latencies[-1] if latencies else float('nan'):.3f} s, mean {statistics.fmean(latencies):.3f} s")
+    print(f"baseline plain loop (decode+preprocess+run, batch 1, one process): {capacity:.1f} images/s; "
+          f"stream/baseline = {throughput / capacity:.2f}")
+    target_ok = complete and throughput >= 0.95 * args.rate and q[2] < 2.0
+    print(f"target (>= {args.rate:.0f}/s sustained, p99 < 2 s): {'met' if target_ok else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
