@@ -63,15 +63,26 @@ class KafkaCorrections:
         log.info("read %d messages from %s (group %s)", len(records), self.topic, self.group)
         return KafkaBatch(records, next_offsets)
 
-    def acknowledge(self, batch: KafkaBatch) -> None:
-        """Commit the group's offsets past ``batch``: call only once its ingest run has committed."""
+    def acknowledge(self, batch: KafkaBatch, timeout_ms: int = 30000) -> None:
+        """Commit the group's offsets past ``batch``: call only once its ingest run has committed.
+
+        If the broker is unreachable now, the run's rows are stored but the offsets are not: the error says
+        so, and the next run re-reads those messages and adds nothing.
+        """
         from kafka import TopicPartition
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
-        if batch.next_offsets:
-            self.consumer.commit({
-                TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in batch.next_offsets.items()
-            })
+        if not batch.next_offsets:
+            return
+        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in batch.next_offsets.items()}
+        try:
+            self.consumer.commit(offsets, timeout_ms=timeout_ms)
+        except (KafkaError, OSError) as exc:
+            raise InputError(
+                f"stored {len(batch.records)} messages but could not commit offsets of group {self.group} "
+                f"({type(exc).__name__}: {exc}); the next run re-reads them and adds nothing"
+            ) from exc
 
     def close(self) -> None:
         self.consumer.close()

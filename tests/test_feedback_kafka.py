@@ -88,3 +88,29 @@ def test_a_crash_between_the_append_and_the_offset_commit_duplicates_nothing(set
     assert summary_line(retry.stdout) == "read 5, accepted 0, quarantined 0, already ingested 5"
     assert setup["dataset"].read("accepted").num_rows == 3 and setup["dataset"].read("quarantine").num_rows == 2
     assert committed_offsets(setup["broker"].bootstrap) == {0: 3, 1: 2}
+
+
+def test_a_broker_outage_at_the_offset_commit_is_a_one_line_error_and_the_next_run_adds_nothing(setup, capsys):
+    from feedback_ingest.ingest import ingest
+    from feedback_ingest.kafka_source import KafkaCorrections
+    from feedback_ingest.lookups import ImageIndex, ModelCatalog
+    from feedback_ingest.sources import InputError
+
+    args = setup["args"]
+    bootstrap, registry = args[args.index("--bootstrap") + 1], args[args.index("--registry") + 1]
+    source = KafkaCorrections(bootstrap, TOPIC, GROUP)
+    batch = source.read(idle_seconds=2)
+    with setup["dataset"].lock():
+        ingest(batch.records, setup["dataset"], ModelCatalog(registry), ImageIndex([]), data_docs=False)
+    setup["broker"].pause()
+    try:
+        with pytest.raises(InputError, match="could not commit offsets.*adds nothing"):
+            source.acknowledge(batch, timeout_ms=2000)
+    finally:
+        setup["broker"].resume()
+        source.close()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert summary_line(capsys.readouterr().out) == "read 5, accepted 0, quarantined 0, already ingested 5"
+    assert setup["dataset"].read("accepted").num_rows == 3
+    assert committed_offsets(bootstrap) == {0: 3, 1: 2}
