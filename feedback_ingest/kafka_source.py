@@ -66,8 +66,8 @@ class KafkaCorrections:
     def acknowledge(self, batch: KafkaBatch, timeout_ms: int = 30000) -> None:
         """Commit the group's offsets past ``batch``: call only once its ingest run has committed.
 
-        If the broker is unreachable now, the run's rows are stored but the offsets are not: the error says
-        so, and the next run re-reads those messages and adds nothing.
+        If the broker does not answer now, the run's rows are stored but the commit is unconfirmed (it may
+        still land when the broker recovers): the error says so; a next run that re-reads them adds nothing.
         """
         from kafka import TopicPartition
         from kafka.errors import KafkaError
@@ -80,8 +80,8 @@ class KafkaCorrections:
             self.consumer.commit(offsets, timeout_ms=timeout_ms)
         except (KafkaError, OSError) as exc:
             raise InputError(
-                f"stored {len(batch.records)} messages but could not commit offsets of group {self.group} "
-                f"({type(exc).__name__}: {exc}); the next run re-reads them and adds nothing"
+                f"stored {len(batch.records)} messages but could not confirm the offset commit of group "
+                f"{self.group} ({type(exc).__name__}: {exc}); a next run that re-reads them adds nothing"
             ) from exc
 
     def close(self) -> None:

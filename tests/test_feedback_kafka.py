@@ -104,13 +104,16 @@ def test_a_broker_outage_at_the_offset_commit_is_a_one_line_error_and_the_next_r
         ingest(batch.records, setup["dataset"], ModelCatalog(registry), ImageIndex([]), data_docs=False)
     setup["broker"].pause()
     try:
-        with pytest.raises(InputError, match="could not commit offsets.*adds nothing"):
+        with pytest.raises(InputError, match="could not confirm the offset commit.*adds nothing"):
             source.acknowledge(batch, timeout_ms=2000)
     finally:
         setup["broker"].resume()
         source.close()
     capsys.readouterr()
     assert main(args) == 0
-    assert summary_line(capsys.readouterr().out) == "read 5, accepted 0, quarantined 0, already ingested 5"
+    # the stalled commit may land when the broker resumes (then nothing is re-read) or not (then all 5 are
+    # re-read and found stored): either way nothing is added and the offsets end up committed
+    assert summary_line(capsys.readouterr().out) in (
+        "read 0, accepted 0, quarantined 0, already ingested 0", "read 5, accepted 0, quarantined 0, already ingested 5")
     assert setup["dataset"].read("accepted").num_rows == 3
     assert committed_offsets(bootstrap) == {0: 3, 1: 2}
