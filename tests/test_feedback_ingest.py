@@ -255,3 +255,17 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads_like_any_other(env):
         fh.write(b"\xef\xbb\xbf" + data)
     assert run_ingest(env, path) == 0
     assert [r["image_uri"] for r in rows(env, "accepted")] == [env["images"][0]]
+
+
+def test_status_counts_runs_rows_reasons_and_new_rows_since_a_time(env, capsys):
+    img0, _ = env["images"]
+    before = dt.datetime.now(dt.timezone.utc).isoformat()
+    run_ingest(env, write_csv(env["tmp"] / "a.csv", [correction(img0, "red", "present", "2026-01-01"),
+                                                     correction(img0, "red", "maybe", "2026-01-01")]))
+    capsys.readouterr()
+    assert main(["feedback", "status", "--dataset", env["dataset"], "--since", before]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["runs"], got["accepted"], got["quarantined"]) == (1, 1, 1)
+    assert got["quarantined_by_reason"] == {"invalid_verdict": 1} and got["accepted_since"] == 1
+    assert main(["feedback", "status", "--dataset", env["dataset"], "--since", "2999-01-01T00:00:00Z"]) == 0
+    assert json.loads(capsys.readouterr().out)["accepted_since"] == 0
