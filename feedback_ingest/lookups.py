@@ -42,16 +42,38 @@ class ModelCatalog:
 
 
 class ImageIndex:
-    """Images known to committed tagging runs (URI and content sha256), else checked in the image store."""
+    """Images known to committed tagging runs (URI or content sha256), else checked in the image store.
+
+    Only the references a batch names are looked up (one DuckDB semi-join per tagged directory), so memory
+    does not grow with the size of the archive.
+    """
 
     def __init__(self, tagged_dirs: list[str]) -> None:
-        self.uris: set[str] = set()
-        self.shas: set[str] = set()
-        for directory in tagged_dirs:
-            self._load(directory)
+        self.tagged_dirs = list(tagged_dirs)
 
-    def _load(self, directory: str) -> None:
+    def resolvable_many(self, refs: list[tuple[str | None, str | None]]) -> list[bool | None]:
+        """Per (uri, sha256): True/False, or None when the record names no image at all."""
+        uris = sorted({normalize_uri(u) for u, _ in refs if u})
+        shas = sorted({s.lower() for _, s in refs if s})
+        known_uris, known_shas = set(), set()
+        for directory in self.tagged_dirs:
+            found_uris, found_shas = self._lookup(directory, uris, shas)
+            known_uris |= found_uris
+            known_shas |= found_shas
+        result: list[bool | None] = []
+        for uri, sha in refs:
+            if not (uri or sha):
+                result.append(None)
+            elif (sha and sha.lower() in known_shas) or (uri and normalize_uri(uri) in known_uris):
+                result.append(True)
+            else:
+                result.append(bool(uri) and self._in_store(normalize_uri(uri)))
+        return result
+
+    @staticmethod
+    def _lookup(directory: str, uris: list[str], shas: list[str]) -> tuple[set[str], set[str]]:
         import duckdb
+        import pyarrow as pa
 
         run_ids = []
         for path in glob.glob(os.path.join(directory, tagging.MANIFESTS_DIR, "*.json")):
@@ -60,25 +82,24 @@ class ImageIndex:
         files = glob.glob(os.path.join(directory, "run_date=*", "model_version=*", "*.parquet"))
         if not run_ids or not files:
             log.warning("tagged output %s has no committed runs", directory)
-            return
-        rows = duckdb.sql(
-            "SELECT DISTINCT image_uri, content_sha256 FROM read_parquet($files, hive_partitioning=false) "
-            "WHERE list_contains($runs, run_id)",
-            params={"files": files, "runs": run_ids},
-        ).fetchall()
-        for uri, sha in rows:
-            self.uris.add(normalize_uri(uri))
-            self.shas.add(sha.lower())
-        log.info("tagged output %s: %d images from %d committed runs", directory, len(rows), len(run_ids))
+            return set(), set()
+        con = duckdb.connect()
+        try:
+            con.register("wanted_uris", pa.table({"u": pa.array(uris, pa.string())}))
+            con.register("wanted_shas", pa.table({"s": pa.array(shas, pa.string())}))
+            con.register("runs", pa.table({"r": pa.array(run_ids, pa.string())}))
+            rows = con.execute(
+                "SELECT DISTINCT image_uri, lower(content_sha256) FROM read_parquet($files, hive_partitioning=false) "
+                "WHERE run_id IN (SELECT r FROM runs) AND (image_uri IN (SELECT u FROM wanted_uris) "
+                "OR lower(content_sha256) IN (SELECT s FROM wanted_shas))",
+                {"files": files},
+            ).fetchall()
+        finally:
+            con.close()
+        return {u for u, _ in rows}, {s for _, s in rows}
 
-    def resolvable(self, uri: str | None, sha256: str | None) -> bool:
-        if sha256 and sha256.lower() in self.shas:
-            return True
-        if not uri:
-            return False
-        uri = normalize_uri(uri)
-        if uri in self.uris:
-            return True
+    @staticmethod
+    def _in_store(uri: str) -> bool:
         try:
             return storage.exists(uri)
         except Exception as exc:  # an unknown scheme or an unreachable store: not resolvable, say why

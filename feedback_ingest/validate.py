@@ -38,10 +38,11 @@ def build_frame(records: list[SourceRecord], catalog: ModelCatalog, images: Imag
     """The frame the suite validates: record fields as read plus the derived check columns."""
     import pandas as pd
 
-    rows = []
+    rows, refs = [], []
     for src in records:
         r = src.record
         uri, sha = clean_text(r.get("image_uri")), clean_text(r.get("image_sha256"))
+        refs.append((uri, sha))
         raw_ts = clean_text(r.get("reviewed_at"))
         stamp = parse_timestamp(raw_ts) if raw_ts else None
         rows.append({
@@ -58,8 +59,9 @@ def build_frame(records: list[SourceRecord], catalog: ModelCatalog, images: Imag
             "reviewed_at_ok": None if raw_ts is None else stamp is not None,
             "new_class_flag": parse_flag(r.get("new_class")),
             "model_ref": catalog.ref(clean_text(r.get("model_name")), clean_text(r.get("model_version"))),
-            "image_resolvable": images.resolvable(uri, sha) if (uri or sha) else None,
         })
+    for row, known in zip(rows, images.resolvable_many(refs)):
+        row["image_resolvable"] = known
     frame = pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
     frame["reviewed_at_utc"] = pd.to_datetime(frame["reviewed_at_utc"], utc=True)
     verdicts: dict[tuple, set] = defaultdict(set)
