@@ -31,6 +31,7 @@ def run_bundle(sink: DurableSinkFn, items) -> None:
     for i in items:
         sink.process(i)
     sink.finish_bundle()
+    sink.flush()  # durability runs on the sink's writer thread
 
 
 def committed(bootstrap: str, group: str) -> int | None:

@@ -1,25 +1,28 @@
-"""The durable per-bundle sink: Parquet (exactly once), decisions and dead letters (at least once), then commit.
+"""The durable per-bundle sink: decisions and dead letters (at least once), Parquet (exactly once), then commit.
 
-Beam 2.77's in-process runner never fires anything after a GroupByKey in streaming mode, so this sink is a
-fused DoFn that acts in ``finish_bundle``. Per ``(topic, partition)`` in a bundle it:
+Beam 2.77's in-process runner never fires anything after a GroupByKey or Flatten in streaming mode, so this
+sink is a fused DoFn that acts in ``finish_bundle``. Per ``(topic, partition)`` in a bundle it:
 
 1. checks every record has exactly one outcome (a decision or a dead letter), else fails the bundle;
-2. writes the tag rows and dead-letter rows as Parquet (batch schemas, hive layout) whose names derive from
+2. produces decisions (key = dedup key) and dead letters and waits for their acknowledgements;
+3. writes the tag rows and dead-letter rows as Parquet (batch schemas, hive layout) whose names derive from
    the offset range (``stream-<topic>-p<partition>-<first>-<last>``), each file atomically, then the run
    manifest that makes them visible; offsets already covered by an earlier manifest are skipped, so a
    replay after a crash never makes a row visible twice;
-3. produces decisions (key = dedup key) and dead letters and flushes the producer;
 4. commits ``last + 1`` for the consumer group, only now that everything above is durable.
 
-A crash anywhere before step 4 means the range is read again on restart: Parquet stays exactly-once, the
-topics get at-least-once with a stable dedup key.
+Steps 2-4 run on one background thread in bundle order (bounded queue), so the next bundle's inference
+overlaps this one's fsyncs. A crash anywhere before step 4 means the range is read again on restart: Parquet
+stays exactly-once, the topics get at-least-once with a stable dedup key.
 """
 from __future__ import annotations
 
 import datetime as dt
 import io
 import logging
+import queue
 import re
+import threading
 import time
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -44,6 +47,7 @@ from schemas.tagging import (
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_PENDING_BUNDLES = 4
 _RUN_RE = re.compile(r"^stream-(?P<topic>.+)-p(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.json$")
 
 
@@ -192,6 +196,27 @@ class DurableSinkFn(beam.DoFn):
         self.producer = self.config.producer()
         self.committer = self.config.consumer(group_id=self.group)
         self.covered: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        # Durability work runs on one background thread, in bundle order, so the next bundle's decode and
+        # inference overlap this one's fsyncs and acknowledgements. Offsets are still committed only after
+        # their outputs are durable; work lost in a crash was never committed and is simply read again.
+        self._pending: queue.Queue = queue.Queue(maxsize=MAX_PENDING_BUNDLES)
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="stream-durable-sink", daemon=True)
+        self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._pending.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    self._make_durable(*job)
+            except BaseException as exc:  # surfaced on the pipeline thread by the next finish_bundle
+                LOG.error("durable sink failed: %s", exc)
+                self._error = exc
+            finally:
+                self._pending.task_done()
 
     def start_bundle(self) -> None:
         self.items: list[StreamItem] = []
@@ -201,6 +226,8 @@ class DurableSinkFn(beam.DoFn):
         return ()
 
     def finish_bundle(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"durable sink failed; not committing past it: {self._error}") from self._error
         if not self.items:
             return
         groups: dict[tuple[str, int], list[StreamItem]] = {}
@@ -209,7 +236,13 @@ class DurableSinkFn(beam.DoFn):
                               []).append(item)
         self.items = []
         for (topic, partition), group in groups.items():
-            self._make_durable(topic, partition, group)
+            self._pending.put((topic, partition, group))  # blocks when the writer is behind: back-pressure
+
+    def flush(self) -> None:
+        """Wait until every handed-over bundle is durable and committed (or failed)."""
+        self._pending.join()
+        if self._error is not None:
+            raise RuntimeError(f"durable sink failed: {self._error}") from self._error
 
     def _make_durable(self, topic: str, partition: int, outcomes: list[StreamItem]) -> None:
         from kafka import TopicPartition
@@ -222,10 +255,6 @@ class DurableSinkFn(beam.DoFn):
             self.covered[key] = covered_ranges(self.output, topic, partition)
         fresh = [o for o in outcomes
                  if not any(a <= o.context.record.source.offset <= b for a, b in self.covered[key])]
-        if fresh:
-            manifest_first, manifest_last = fresh[0].context.record.source.offset, fresh[-1].context.record.source.offset
-            write_partition_files(self.output, fresh, self.model_name, now)
-            self.covered[key].append((manifest_first, manifest_last))
         messages = []
         for o in outcomes:
             src = o.context.record.source
@@ -236,6 +265,9 @@ class DurableSinkFn(beam.DoFn):
                 messages.append((self.dlq_topic, o.context.record.key, dead_letter_for(o, now_iso).to_json(),
                                  [("stage", o.failure.stage.encode()), ("reason", o.failure.error_class.encode())]))
         retry(lambda: self._deliver(messages), f"producing {len(messages)} decisions/dead letters")
+        if fresh:
+            write_partition_files(self.output, fresh, self.model_name, now)
+            self.covered[key].append((fresh[0].context.record.source.offset, fresh[-1].context.record.source.offset))
         last = outcomes[-1].context.record.source.offset
         offsets = {TopicPartition(topic, partition): OffsetAndMetadata(last + 1, "", -1)}
         retry(lambda: self.committer.commit(offsets), f"committing {topic}/{partition}@{last + 1}")
@@ -256,6 +288,10 @@ class DurableSinkFn(beam.DoFn):
             raise RuntimeError(f"{len(failed)} messages were not acknowledged")
 
     def teardown(self) -> None:
+        writer = getattr(self, "_writer", None)
+        if writer is not None and writer.is_alive():
+            self._pending.put(None)
+            writer.join(timeout=60)
         for client in (getattr(self, "producer", None), getattr(self, "committer", None)):
             if client is not None:
                 client.close()
