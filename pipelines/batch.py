@@ -99,7 +99,7 @@ def run_tag_job(job: TagJob) -> TagResult:
         model_name=card.name,
         model_version=card.version,
         runner=runner_name,
-        started_at=now.isoformat(timespec="seconds"),
+        started_at=now.isoformat(timespec="milliseconds"),
         incremental=job.incremental,
         inputs=list(job.inputs),
     )

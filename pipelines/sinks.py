@@ -31,7 +31,10 @@ from schemas.tagging import (
     tags_partition,
 )
 
-ROW_GROUP_ROWS = 4096
+# Flush a row group once this many values are buffered: 4096 rows of a 6-class model, ~1000 rows of an
+# ImageNet-sized one, so writer memory is bounded by model width, never by archive size.
+ROW_GROUP_VALUES = 1_000_000
+ROW_GROUP_MAX_ROWS = 4096
 
 
 class WrittenFile(NamedTuple):
@@ -83,6 +86,7 @@ class _WriteParquetFn(beam.DoFn):
         self.writer = None
         self.sink = None
         self.buffer: list[dict] = []
+        self.buffered_values = 0
         self.rows = 0
         self.by_stage: dict[str, int] = {}
         self.path = storage.join(self.staging, f"{self.kind}-{uuid.uuid4().hex}.parquet")
@@ -91,7 +95,8 @@ class _WriteParquetFn(beam.DoFn):
         self.buffer.append(self.to_row(element, self.run_id, dt.datetime.now(dt.timezone.utc)))
         if isinstance(element, Failure):
             self.by_stage[element.stage] = self.by_stage.get(element.stage, 0) + 1
-        if len(self.buffer) >= ROW_GROUP_ROWS:
+        self.buffered_values += 16 + len(getattr(element, "probabilities", ()))
+        if self.buffered_values >= ROW_GROUP_VALUES or len(self.buffer) >= ROW_GROUP_MAX_ROWS:
             self._flush()
         if self.progress:
             self.progress.add()
@@ -110,6 +115,7 @@ class _WriteParquetFn(beam.DoFn):
         self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
         self.rows += len(self.buffer)
         self.buffer = []
+        self.buffered_values = 0
 
     def finish_bundle(self) -> Iterable:
         self._flush()
@@ -192,7 +198,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
         model_version=info.model_version,
         runner=info.runner,
         started_at=info.started_at,
-        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         matched=matched,
         tagged=tagged,
         failed=failed,
