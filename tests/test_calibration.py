@@ -19,7 +19,8 @@ def test_f1_max_threshold_sits_between_the_chosen_score_and_the_next_lower_one()
 def test_rare_class_falls_back_to_the_global_threshold():
     # class "common": 3 positives at >= 0.85, negatives <= 0.7 -> own cut at 0.85, midpoint with 0.7 = 0.775
     # class "rare": 1 positive (< min_support 3) -> global threshold. Every positive in either class is >= 0.85
-    # and every negative <= 0.7, so micro-F1 is 1 for any grid value in (0.70, 0.85]; the one nearest 0.5 is 0.71.
+    # and every negative <= 0.7, so both classes' F1 (and their macro mean) is 1 for any grid value in
+    # (0.70, 0.85]; the one nearest 0.5 is 0.71.
     targets = np.array([[1, 0], [1, 1], [1, 0], [0, 0], [0, 0]])
     probs = np.array([[0.9, 0.2], [0.86, 0.85], [0.85, 0.3], [0.7, 0.7], [0.1, 0.6]])
     cal = calibrate(targets, probs, min_support=3)

@@ -1,7 +1,9 @@
 """Per-class decision thresholds chosen on validation data to maximise F1.
 
 A class with fewer than ``min_support`` validation positives gets the global threshold instead (the single
-threshold that maximises micro-F1 over all classes): an F1-optimal cut on one or two examples is noise.
+threshold that maximises macro-F1 over the classes present in validation): an F1-optimal cut on one or two
+examples is noise. Macro rather than micro, because micro-F1 is dominated by the frequent classes, which
+have their own thresholds anyway, while the fallback serves the rare ones.
 Each threshold sits halfway between the chosen score and the next lower one, so it does not hug the data.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Calibration:
 
     def as_dict(self, classes: Sequence[str]) -> dict:
         return {
-            "method": "per-class F1 max on validation, global micro-F1 fallback",
+            "method": "per-class F1 max on validation, global macro-F1 fallback",
             "min_support": self.min_support,
             "global_threshold": self.global_threshold,
             "fallback_classes": [c for c, s in zip(classes, self.source) if s == "global"],
@@ -44,11 +46,14 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, fl
 
 
 def global_threshold(targets: np.ndarray, probs: np.ndarray, grid: np.ndarray = GLOBAL_GRID) -> float:
-    """The grid threshold with the best micro-F1 over every class (ties: the one nearest 0.5)."""
+    """The grid threshold with the best macro-F1 over classes with positives (ties: the one nearest 0.5)."""
+    present = targets.sum(axis=0) > 0
+    if not present.any():
+        return 0.5
     best, best_f1 = 0.5, -1.0
     for t in sorted(grid, key=lambda g: abs(g - 0.5)):
-        tp, fp, fn = counts_at(targets, probs >= t)
-        f1 = float(f1_from_counts(tp.sum(), fp.sum(), fn.sum()))
+        tp, fp, fn = counts_at(targets[:, present], probs[:, present] >= t)
+        f1 = float(f1_from_counts(tp, fp, fn).mean())
         if f1 > best_f1:
             best, best_f1 = float(t), f1
     return best

@@ -1,0 +1,22 @@
+"""`tagger train` argument handling: the CLI's defaults are the job's defaults, and its choices are real."""
+from __future__ import annotations
+
+import dataclasses
+
+from jobs.cli import build_parser
+from jobs.train_cmd import ARCHS
+from models.training.architectures import ARCHITECTURES
+from models.training.job import JobArgs
+
+
+def test_cli_defaults_are_the_job_defaults():
+    args = build_parser().parse_args(["train", "--data", "d", "--registry", "r"])
+    values = vars(args)
+    for field in dataclasses.fields(JobArgs):
+        if field.name in ("data", "registry"):
+            continue
+        assert values[field.name] == field.default, field.name
+
+
+def test_every_selectable_architecture_exists():
+    assert set(ARCHS) == set(ARCHITECTURES)
