@@ -60,7 +60,6 @@ def test_short_training_run_learns_far_above_chance(trained):
     targets = np.array([[c in labels[k] for c in trained.good.card.classes]
                         for k in trained.good.card.split["test_images"]], dtype=float)
     chance, _ = mean_average_precision(targets, np.zeros_like(targets))  # a scorer blind to the image
-    assert chance < 0.5
     assert test["mAP"] > 0.8, test["mAP"]
     assert test["mAP"] > chance + 0.35
 

@@ -94,3 +94,31 @@ def test_feedback_without_the_feedback_module_is_a_clear_error(tmp_path, monkeyp
                  "--feedback", str(tmp_path / "fb"), "--work-dir", str(tmp_path / "w")])
     err = capsys.readouterr().err
     assert code == 2 and "--feedback needs feedback_ingest.labels.apply_feedback" in err
+
+
+def test_feedback_corrections_override_and_extend_the_training_labels(tmp_path, tiny_model, registry_root):
+    import shutil
+
+    root = tmp_path / "d"
+    write_dataset(str(root), 8)
+    base = {r["image"]: r["labels"].split("|") for r in csv.DictReader(open(root / "labels.csv"))}
+    first = "images/img_00000.jpg"
+    dropped = base[first][0]
+    extra = tmp_path / "store" / "new.jpg"  # a reviewed image that is not in the base set
+    extra.parent.mkdir()
+    shutil.copy(root / "images" / "img_00001.jpg", extra)
+    corrections = tmp_path / "corrections.csv"
+    _rewrite(str(corrections), ["image_uri", "tag", "verdict", "annotator", "source", "reviewed_at", "model_version"], [
+        [str(root / first), dropped, "absent", "ann", "review-ui", "2026-01-01T00:00:00Z", tiny_model.version],
+        [str(extra), "red", "present", "ann", "review-ui", "2026-01-01T00:00:00Z", tiny_model.version],
+    ])
+    feedback = tmp_path / "feedback"
+    assert main(["feedback", "ingest", "--input", str(corrections), "--dataset", str(feedback),
+                 "--registry", registry_root, "--no-data-docs"]) == 0
+
+    args = JobArgs(data=str(root), registry=registry_root, feedback=str(feedback))
+    _, examples, _, report = load_examples(args, Preprocessing(input_size=64), str(tmp_path / "rep.txt"))
+    labels = {e.key: e.labels for e in examples}
+    assert report.problems == [] and len(examples) == 9
+    assert labels[first] == frozenset(base[first]) - {dropped}
+    assert labels[str(extra)] == frozenset({"red"})
