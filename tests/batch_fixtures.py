@@ -48,9 +48,18 @@ def add_images(directory: str, n: int, seed: int, prefix: str) -> list[str]:
     return paths
 
 
+_BUILT: dict[str, History] = {}
+
+
 @pytest.fixture(scope="session")
 def history(tmp_path_factory) -> History:
-    root = str(tmp_path_factory.mktemp("batch"))
+    # Imported by two test modules, pytest sees two fixtures; build the (slow) history only once anyway.
+    if "history" not in _BUILT:
+        _BUILT["history"] = _build(str(tmp_path_factory.mktemp("batch")))
+    return _BUILT["history"]
+
+
+def _build(root: str) -> History:
     registry = os.path.join(root, "registry")
     write_dataset(os.path.join(root, "data"), N_GOOD)
     images = os.path.join(root, "data", "images")
