@@ -45,8 +45,9 @@ class FeedbackDataset:
         self.root = os.path.abspath(os.path.expanduser(root[7:] if root.startswith("file://") else root))
 
     # ----------------------------------------------------------------------------------------------- reading
-    def manifests(self) -> list[dict]:
-        """Committed runs, oldest first."""
+    def manifests(self, as_of: str | None = None) -> list[dict]:
+        """Committed runs, oldest first; with ``as_of``, only up to and including that run (the dataset as a
+        retrain saw it: runs only ever append, so a run id is a version of the dataset)."""
         found = []
         for path in sorted(glob.glob(os.path.join(self.root, MANIFESTS, "*.json"))):
             try:
@@ -54,16 +55,27 @@ class FeedbackDataset:
                     found.append(json.load(fh))
             except (OSError, json.JSONDecodeError) as exc:
                 raise DatasetError(f"feedback manifest {path} is unreadable: {exc}") from exc
-        return sorted(found, key=lambda m: (m.get("finished_at", ""), m.get("run_id", "")))
+        found.sort(key=lambda m: (m.get("finished_at", ""), m.get("run_id", "")))
+        if as_of is None:
+            return found
+        ids = [m["run_id"] for m in found]
+        if as_of not in ids:
+            raise DatasetError(f"feedback dataset {self.root} has no committed run {as_of!r}")
+        return found[: ids.index(as_of) + 1]
 
-    def committed_files(self, kind: Kind) -> list[str]:
-        return [os.path.join(self.root, rel) for m in self.manifests() for rel in m.get("files", {}).get(kind, [])]
+    def version(self) -> str | None:
+        """The latest committed run id: pass it as ``as_of`` to read this exact state again later."""
+        manifests = self.manifests()
+        return manifests[-1]["run_id"] if manifests else None
 
-    def read(self, kind: Kind, columns: Iterable[str] | None = None) -> pa.Table:
+    def committed_files(self, kind: Kind, as_of: str | None = None) -> list[str]:
+        return [os.path.join(self.root, rel) for m in self.manifests(as_of) for rel in m.get("files", {}).get(kind, [])]
+
+    def read(self, kind: Kind, columns: Iterable[str] | None = None, as_of: str | None = None) -> pa.Table:
         """All committed rows of one kind (empty table with the schema if there are none)."""
         schema = SCHEMAS[kind]
         cols = list(columns) if columns is not None else schema.names
-        tables = [pq.read_table(path, columns=cols, schema=schema) for path in self.committed_files(kind)]
+        tables = [pq.read_table(path, columns=cols, schema=schema) for path in self.committed_files(kind, as_of)]
         if not tables:
             return pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in cols]))
         return pa.concat_tables(tables)

@@ -63,12 +63,13 @@ def _sha256(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def apply_feedback(rows: list[Row], feedback_dir: str) -> list[Row]:
+def apply_feedback(rows: list[Row], feedback_dir: str, as_of: str | None = None) -> list[Row]:
     """Base rows ``(image path/URI, tags)`` with the feedback dataset's corrections applied (see module doc).
 
-    Base rows keep their order and spelling; added images follow, sorted by URI.
+    Base rows keep their order and spelling; added images follow, sorted by URI. ``as_of`` (an ingest run id,
+    see ``FeedbackDataset.version``) reproduces the view a past retrain used.
     """
-    corrections = FeedbackDataset(feedback_dir).read("accepted", _COLUMNS).to_pylist()
+    corrections = FeedbackDataset(feedback_dir).read("accepted", _COLUMNS, as_of=as_of).to_pylist()
     if not corrections:
         return list(rows)
     by_uri = {normalize_uri(uri): i for i, (uri, _tags) in enumerate(rows)}

@@ -24,7 +24,7 @@ def dataset_status(dataset_dir: str, since: str | None = None) -> dict:
     status = {
         "dataset": dataset.root,
         "runs": len(manifests),
-        "last_run": manifests[-1]["run_id"] if manifests else None,
+        "version": manifests[-1]["run_id"] if manifests else None,  # pass as as_of to re-read this state
         "accepted": dataset.read("accepted", ["record_key"]).num_rows,
         "quarantined": dataset.read("quarantine", ["record_key"]).num_rows,
         "quarantined_by_reason": dict(sorted(reasons.items())),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
+
 from feedback_ingest.labels import apply_feedback
 from tests.feedback_fixtures import commit_accepted, correction
 
@@ -73,3 +75,17 @@ def test_relative_and_file_uri_spellings_match_the_same_base_image(tmp_path, mon
 def test_empty_or_missing_feedback_dir_returns_base_unchanged(tmp_path):
     base = _base(tmp_path)
     assert apply_feedback(base, str(tmp_path / "nothing")) == base
+
+
+def test_as_of_a_past_run_reproduces_the_view_a_past_retrain_used(tmp_path):
+    from feedback_ingest.dataset import DatasetError, FeedbackDataset
+
+    base = _base(tmp_path)
+    fb = str(tmp_path / "fb")
+    commit_accepted(fb, [correction(base[0][0], "red", "absent", "2026-01-01T00:00:00Z")], run_id="r1")
+    version = FeedbackDataset(fb).version()
+    commit_accepted(fb, [correction(base[0][0], "red", "present", "2026-01-02T00:00:00Z")], run_id="r2")
+    assert dict(apply_feedback(base, fb))[base[0][0]] == {"circle", "red"}
+    assert version == "r1" and dict(apply_feedback(base, fb, as_of=version))[base[0][0]] == {"circle"}
+    with pytest.raises(DatasetError, match="no committed run 'r9'"):
+        apply_feedback(base, fb, as_of="r9")
