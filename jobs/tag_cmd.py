@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from jobs.common_args import add_registry_arg, registry_root
@@ -72,5 +73,6 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
     )
     result = run_tag_job(job)
-    print(format_summary(result, args.output), file=sys.stdout)
+    output = args.output if "://" in args.output else os.path.abspath(args.output)
+    print(format_summary(result, output), file=sys.stdout)
     return 0

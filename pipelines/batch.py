@@ -81,6 +81,8 @@ def run_tag_job(job: TagJob) -> TagResult:
     registry = Registry(job.registry_root)
     loaded = registry.load(job.model_ref)  # verifies sha256 before we start; a bad ref fails in one line
     card = loaded.card
+    # Absolute local paths, so image_uri names the same file whichever directory the job ran from.
+    job.inputs = [p if "://" in p else os.path.abspath(os.path.expanduser(p)) for p in job.inputs]
     check_inputs(job.inputs)
     local = is_local_run(job.beam_args)
     if local:
