@@ -4,7 +4,8 @@
     python -m jobs.scheduled weekly  --state DIR --data DIR --dataset DIR --min-new-feedback N ...
 
 nightly: ``tagger tag --incremental`` over the archive, then ``tagger feedback ingest`` of the files waiting in
-the inbox (and/or a Kafka topic); ingested files move to ``inbox/done/`` after their run committed.
+the inbox (and/or a Kafka topic), even if tagging failed; ingested files move to ``inbox/done/`` after their
+run committed. The run's exit status is the first failing step's.
 weekly: ``tagger train --feedback`` only when at least N accepted corrections arrived since the last retrain.
 
 Every run holds ``STATE/<job>.lock`` (a second run exits 75 at once), writes all step output to
@@ -85,24 +86,25 @@ def nightly(args: argparse.Namespace, run: Run) -> int:
     code = run.step("tag", ["tag", "--input", *args.images, "--output", args.tagged, "--incremental",
                             *(["--model", args.model] if args.model else []), *_registry_args(args),
                             *args.tag_args])
-    if code != 0:
-        return code  # no ingest against a half-finished tagging night
+    if code != 0:  # still ingest: corrections of images tagged on earlier nights need not wait a day
+        run.note = "tagging failed"
     common = ["--dataset", args.dataset, "--tagged", args.tagged, *_registry_args(args)]
     if args.inbox:
         files = sorted({p for pattern in INPUT_PATTERNS for p in glob.glob(os.path.join(args.inbox, pattern))})
         if files:
-            code = run.step("ingest-files", ["feedback", "ingest", "--input", *files, *common])
-            if code != 0:
-                return code
-            done = os.path.join(args.inbox, "done")
-            os.makedirs(done, exist_ok=True)
-            for path in files:  # after the commit: a crash here only means re-reading them (adds nothing)
-                shutil.move(path, os.path.join(done, os.path.basename(path)))
+            ingest_code = run.step("ingest-files", ["feedback", "ingest", "--input", *files, *common])
+            code = code or ingest_code
+            if ingest_code == 0:  # after the commit: a crash before the move only means re-reading (adds nothing)
+                done = os.path.join(args.inbox, "done")
+                os.makedirs(done, exist_ok=True)
+                for path in files:
+                    shutil.move(path, os.path.join(done, os.path.basename(path)))
         else:
             run.say("inbox is empty")
     if args.bootstrap:
-        code = run.step("ingest-kafka", ["feedback", "ingest", "--bootstrap", args.bootstrap, "--topic", args.topic,
-                                         "--group", args.group, *common])
+        kafka_code = run.step("ingest-kafka", ["feedback", "ingest", "--bootstrap", args.bootstrap, "--topic",
+                                               args.topic, "--group", args.group, *common])
+        code = code or kafka_code
     return code
 
 

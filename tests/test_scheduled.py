@@ -54,3 +54,19 @@ def test_two_runs_of_the_same_job_never_overlap(tmp_path, capsys):
     assert "locked by another run" in capsys.readouterr().err
     assert not os.path.exists(os.path.join(state, "status", "nightly.json"))
     assert not os.path.exists(os.path.join(state, "logs")) or os.listdir(os.path.join(state, "logs")) == []
+
+
+def test_nightly_still_ingests_the_inbox_when_tagging_fails_and_reports_the_failure(tmp_path):
+    state, inbox = str(tmp_path / "state"), tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "c.jsonl").write_text(json.dumps(correction("/img/a.jpg", "red", "present", "2026-01-01")) + "\n")
+    args = ["nightly", "--state", state, "--dataset", str(tmp_path / "fb"), "--registry", str(tmp_path / "empty"),
+            "--images", str(tmp_path / "*.jpg"), "--tagged", str(tmp_path / "tagged"), "--inbox", str(inbox)]
+    code = main(args)
+    got = status(state, "nightly")
+    assert code != 0 and got["exit_status"] == code and got["result"] == "failed"
+    assert [(s["step"], s["exit_status"] == 0) for s in got["steps"]] == [("tag", False), ("ingest-files", True)]
+    assert os.path.exists(inbox / "done" / "c.jsonl")  # ingested (quarantined: the registry has no model)
+    from feedback_ingest.dataset import FeedbackDataset
+    (row,) = FeedbackDataset(str(tmp_path / "fb")).read("quarantine").to_pylist()
+    assert "unknown_model" in row["reasons"]
