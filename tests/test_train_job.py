@@ -201,3 +201,14 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(trained, tmp_pat
     assert [h["epoch"] for h in card.training["history"]] == [1, 2, 3]
     assert card.training["args"]["epochs"] == 3 and card.preprocessing.input_size == 64
     assert f"epoch {done + 1}/3" in out and "epoch 1/3" not in out
+
+
+def test_same_seed_same_model(trained, tmp_path):
+    def once(name: str):
+        return run(JobArgs(data=str(trained.small), registry=str(tmp_path / name), work_dir=str(tmp_path / f"w{name}"),
+                           threads=1, seed=7, **{**POOR, "lr": 1e-3})).card
+
+    a, b = once("a"), once("b")
+    assert a.split == b.split and a.data_fingerprint == b.data_fingerprint
+    assert [h["loss"] for h in a.training["history"]] == [h["loss"] for h in b.training["history"]]
+    assert a.metrics["test"] == b.metrics["test"] and a.thresholds == b.thresholds

@@ -19,7 +19,7 @@ import numpy as np
 
 from models.registry import Registry
 from models.training import architectures, calibrate, data, export, gate, inference, presets, split
-from models.training.engine import TrainConfig, TrainData, choose_threads, fit
+from models.training.engine import TrainConfig, TrainData, choose_threads, fit, seed_everything
 from models.training.inference import predict
 from models.training.metrics import evaluate
 from schemas.card import ModelCard, Preprocessing
@@ -137,6 +137,7 @@ def run(args: JobArgs) -> JobResult:
     print(f"data: {len(examples)} images, {len(classes)} classes; split "
           + ", ".join(f"{k} {len(v)}" for k, v in parts.items()), flush=True)
 
+    seed_everything(args.seed)  # the new head's initialisation draws from torch's RNG
     built = architectures.build(args.arch, len(classes), pretrained=args.pretrained)
     config = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
                          lr=args.lr, patience=args.patience,
