@@ -22,6 +22,7 @@ from pipelines.model_handler import CardModelHandler
 from pipelines.progress import ProgressPrinter
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.transforms import TagImages
+from schemas.card import ModelCard
 from schemas.errors import UserError
 from schemas.tagging import RunManifest, manifest_name
 
@@ -54,7 +55,6 @@ class TagJob:
 class TagResult:
     manifest: RunManifest
     metrics: dict[str, int]
-    provider_note: str = ""
 
 
 def is_local_run(beam_args: list[str]) -> bool:
@@ -120,20 +120,9 @@ def run_tag_job(job: TagJob) -> TagResult:
         max_batch_size=job.batch_size,
     )
     progress_dir = storage.join(info.staging, "progress") if local and storage.is_local(output) else None
-    limits = {"max_pixels": job.max_pixels} if job.max_pixels else {}
 
     pipeline = beam.Pipeline(runner=_local_runner() if local else None, options=options)
-    uris = pipeline | "MatchInputs" >> MatchInputs(job.inputs)
-    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(skip)
-    tagged, tag_failed = images | "TagImages" >> TagImages(card, handler, **limits)
-    failed = (read_failed, tag_failed) | "Failures" >> beam.Flatten()
-    written = (
-        tagged | "WriteTags" >> WriteRows("tags", info.staging, info.run_id, progress_dir),
-        failed | "WriteDeadLetters" >> WriteRows("failed", info.staging, info.run_id, progress_dir),
-    ) | "Written" >> beam.Flatten()
-    matched = uris | "CountMatched" >> beam.combiners.Count.Globally()
-    n_skipped = skipped | "CountSkipped" >> beam.combiners.Count.Globally()
-    _ = (written, matched, n_skipped) | "CommitRun" >> CommitRun(info)
+    build_tagging(pipeline, job.inputs, card, handler, info, skip, progress_dir, job.max_pixels)
 
     total = count_local_inputs(job.inputs) if local else None
     if local and progress_dir:
@@ -149,6 +138,31 @@ def run_tag_job(job: TagJob) -> TagResult:
         raise UserError(f"run {info.run_id} finished without a manifest; its output is not visible")
     manifest = RunManifest.from_json(storage.read_bytes(manifest_path))
     return TagResult(manifest=manifest, metrics=_counters(result))
+
+
+def build_tagging(
+    pipeline: beam.Pipeline,
+    inputs: list[str],
+    card: ModelCard,
+    handler: CardModelHandler,
+    info: RunInfo,
+    skip: frozenset[str] = frozenset(),
+    progress_dir: str | None = None,
+    max_pixels: int | None = None,
+) -> None:
+    """Add the whole job to ``pipeline``: match, read, tag, write tags and dead letters, commit the run."""
+    limits = {"max_pixels": max_pixels} if max_pixels else {}
+    uris = pipeline | "MatchInputs" >> MatchInputs(inputs)
+    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(skip)
+    tagged, tag_failed = images | "TagImages" >> TagImages(card, handler, **limits)
+    failed = (read_failed, tag_failed) | "Failures" >> beam.Flatten()
+    written = (
+        tagged | "WriteTags" >> WriteRows("tags", info.staging, info.run_id, progress_dir),
+        failed | "WriteDeadLetters" >> WriteRows("failed", info.staging, info.run_id, progress_dir),
+    ) | "Written" >> beam.Flatten()
+    matched = uris | "CountMatched" >> beam.combiners.Count.Globally()
+    n_skipped = skipped | "CountSkipped" >> beam.combiners.Count.Globally()
+    _ = (written, matched, n_skipped) | "CommitRun" >> CommitRun(info)
 
 
 def _local_runner():
