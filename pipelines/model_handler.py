@@ -47,12 +47,20 @@ def choose_providers(available: Iterable[str]) -> list[str]:
     return ([CUDA] if CUDA in available else []) + [CPU]
 
 
-def create_session(model_path: str, card: ModelCard, intra_op_threads: int = 0) -> CardSession:
-    """An onnxruntime session with explicit threading (0 = onnxruntime's default, one per core)."""
+def create_session(
+    model_path: str, card: ModelCard, intra_op_threads: int = 0, allow_spinning: bool = True
+) -> CardSession:
+    """An onnxruntime session with explicit threading (0 = onnxruntime's default, one per core).
+
+    ``allow_spinning=False`` stops idle intra-op threads from busy-waiting between runs; the streaming job
+    needs that because its decode and Kafka work share the same cores between small inference batches.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()  # not picklable: built here, on the worker
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1

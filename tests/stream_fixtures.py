@@ -50,7 +50,8 @@ def start_stream(args: list[str], log_path: str) -> StreamProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "stream", *args], stdout=log,
+        command = os.environ.get("TAGGER_STREAM_COMMAND", f"{sys.executable} -m jobs.cli stream").split()
+        process = subprocess.Popen([*command, *args], stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
     return StreamProcess(process, log_path, args)
 

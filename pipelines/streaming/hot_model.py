@@ -56,6 +56,11 @@ class HotReloadModelHandler(CardModelHandler):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    def load_model(self) -> CardSession:  # type: ignore[override]
+        card, path = self.resolve()
+        # No spinning: between small streaming batches the cores belong to decode and Kafka (measured ~1.8x).
+        return create_session(path, card, self.intra_op_threads, allow_spinning=False)
+
     def run_inference(  # type: ignore[override]
         self,
         batch: Sequence[np.ndarray],
@@ -94,7 +99,7 @@ class HotReloadModelHandler(CardModelHandler):
                 LOG.error("%s@%s changes preprocessing/classes; restart the job to use it (keeping %s)",
                           name, version, model.card.ref)
                 return False
-            fresh = create_session(loaded.model_path, loaded.card, self.intra_op_threads)
+            fresh = create_session(loaded.model_path, loaded.card, self.intra_op_threads, allow_spinning=False)
             LOG.info("hot reload: %s -> %s", model.card.ref, fresh.card.ref)
             model.session, model.card, model.provider = fresh.session, fresh.card, fresh.provider
             return True
