@@ -98,20 +98,24 @@ def _with_feedback(rows: list[data.RawRow], feedback_dir: str) -> list[data.RawR
     return out
 
 
-def run(args: JobArgs) -> JobResult:
-    import torch
+@dataclass
+class Prepared:
+    """Everything the loop and the evaluation need, decoded and split once."""
 
-    started = time.perf_counter()
-    threads = choose_threads(args.threads)
-    torch.set_num_threads(threads)
-    inference.THREADS = threads
-    registry = Registry(args.registry)
-    parent = registry.alias(args.name)
-    work_dir = args.work_dir or os.path.join(
-        "var", "train", f"{args.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
-    )
-    os.makedirs(work_dir, exist_ok=True)
-    spec = Preprocessing(input_size=args.image_size)
+    manifest: str
+    classes: list[str]
+    examples: list[data.Example]
+    subsets: dict[str, list[str]]
+    test_paths: list[str]
+    train: TrainData
+    test_inputs: np.ndarray
+    test_targets: np.ndarray
+    fingerprint: str
+    report: data.DataReport
+
+
+def prepare(args: JobArgs, spec: Preprocessing, work_dir: str) -> Prepared:
+    """Check and decode the data, split it, and build the in-memory arrays (decoded images are then dropped)."""
     manifest, examples, decoded, report = load_examples(args, spec, os.path.join(work_dir, "data_report.txt"))
     classes = sorted({t for ex in examples for t in ex.labels})
     if not classes:
@@ -126,45 +130,63 @@ def run(args: JobArgs) -> JobResult:
     def eval_inputs(exs):
         return np.stack([presets.eval_array(decoded.images[e.path], spec) for e in exs])
 
-    train_data = TrainData(
+    train = TrainData(
         train_images=np.stack([presets.train_cache_array(decoded.images[e.path], spec) for e in parts["train"]]),
         train_targets=targets(parts["train"]),
         val_inputs=eval_inputs(parts["val"]),
         val_targets=targets(parts["val"]),
     )
-    test_inputs, test_targets = eval_inputs(parts["test"]), targets(parts["test"])
-    decoded.images.clear()  # arrays hold all we need now
     print(f"data: {len(examples)} images, {len(classes)} classes; split "
           + ", ".join(f"{k} {len(v)}" for k, v in parts.items()), flush=True)
+    return Prepared(manifest, classes, examples, subsets, [e.path for e in parts["test"]], train,
+                    eval_inputs(parts["test"]), targets(parts["test"]),
+                    data.fingerprint(examples, decoded.content_sha256), report)
+
+
+def run(args: JobArgs) -> JobResult:
+    import torch
+
+    started = time.perf_counter()
+    threads = choose_threads(args.threads)
+    torch.set_num_threads(threads)
+    inference.THREADS = threads
+    registry = Registry(args.registry)
+    parent = registry.alias(args.name)
+    work_dir = args.work_dir or os.path.join(
+        "var", "train", f"{args.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+    )
+    os.makedirs(work_dir, exist_ok=True)
+    spec = Preprocessing(input_size=args.image_size)
+    d = prepare(args, spec, work_dir)
 
     seed_everything(args.seed)  # the new head's initialisation draws from torch's RNG
-    built = architectures.build(args.arch, len(classes), pretrained=args.pretrained)
+    built = architectures.build(args.arch, len(d.classes), pretrained=args.pretrained)
     config = TrainConfig(epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
-                         lr=args.lr, patience=args.patience,
-                         finetune_fraction=args.finetune_fraction, loss=args.loss, seed=args.seed, device=args.device)
+                         lr=args.lr, patience=args.patience, finetune_fraction=args.finetune_fraction,
+                         loss=args.loss, seed=args.seed, device=args.device)
     fit_started = time.perf_counter()
-    result = fit(built, train_data, config, presets.TrainAugment(spec), os.path.join(work_dir, "checkpoint.pt"),
+    result = fit(built, d.train, config, presets.TrainAugment(spec), os.path.join(work_dir, "checkpoint.pt"),
                  job_args=dataclasses.asdict(args), resume_from=args.resume)
     fit_seconds = time.perf_counter() - fit_started
 
     onnx_path = os.path.join(work_dir, "model.onnx")
     export.export_onnx(result.model, onnx_path, spec.input_size)
-    parity = export.check_parity(onnx_path, result.model, test_inputs)
-    val_probs = predict(onnx_path, train_data.val_inputs)
-    calib = calibrate.calibrate(train_data.val_targets, val_probs, args.min_support)
-    test_probs = predict(onnx_path, test_inputs)
-    test_metrics = evaluate(test_targets, test_probs, classes, calib.thresholds)
-    val_metrics = evaluate(train_data.val_targets, val_probs, classes, calib.thresholds)
+    parity = export.check_parity(onnx_path, result.model, d.test_inputs)
+    val_probs = predict(onnx_path, d.train.val_inputs)
+    calib = calibrate.calibrate(d.train.val_targets, val_probs, args.min_support)
+    test_probs = predict(onnx_path, d.test_inputs)
+    test_metrics = evaluate(d.test_targets, test_probs, d.classes, calib.thresholds)
+    val_metrics = evaluate(d.train.val_targets, val_probs, d.classes, calib.thresholds)
 
-    production = gate.evaluate_production(registry, args.name, [e.path for e in parts["test"]], test_targets, classes)
-    decision = gate.decide(test_probs, test_targets, production)
+    production = gate.evaluate_production(registry, args.name, d.test_paths, d.test_targets, d.classes)
+    decision = gate.decide(test_probs, d.test_targets, production)
     print(gate.describe(decision), flush=True)
 
     card = ModelCard(
         name=args.name,
         version="",
-        classes=tuple(classes),
-        thresholds={c: float(t) for c, t in zip(classes, calib.thresholds)},
+        classes=tuple(d.classes),
+        thresholds={c: float(t) for c, t in zip(d.classes, calib.thresholds)},
         preprocessing=spec,
         input_name=export.INPUT_NAME,
         output_name=export.OUTPUT_NAME,
@@ -174,19 +196,19 @@ def run(args: JobArgs) -> JobResult:
         metrics=json_safe({
             "test": test_metrics,
             "validation": {k: v for k, v in val_metrics.items() if k != "per_class"},
-            "calibration": calib.as_dict(classes),
+            "calibration": calib.as_dict(d.classes),
             "export_parity_max_abs_diff": parity,
         }),
         split={
             "method": "iterative-stratification",
             "seed": args.seed,
             "ratios": dict(zip(split.SUBSETS, split.DEFAULT_RATIOS)),
-            "counts": {k: len(v) for k, v in subsets.items()},
-            "test_images": subsets["test"],
-            "fingerprints": {k: data.keys_fingerprint(v) for k, v in subsets.items()},
-            "manifest": manifest,
+            "counts": {k: len(v) for k, v in d.subsets.items()},
+            "test_images": d.subsets["test"],
+            "fingerprints": {k: data.keys_fingerprint(v) for k, v in d.subsets.items()},
+            "manifest": d.manifest,
         },
-        data_fingerprint=data.fingerprint(examples, decoded.content_sha256),
+        data_fingerprint=d.fingerprint,
         training=json_safe({
             "args": {k: v for k, v in dataclasses.asdict(args).items() if k not in ("registry", "work_dir")},
             "config": dataclasses.asdict(config),
@@ -201,22 +223,24 @@ def run(args: JobArgs) -> JobResult:
             "images_per_s_median": result.images_per_s,
             "fit_seconds": round(fit_seconds, 1),
             "wall_seconds": round(time.perf_counter() - started, 1),
-            "skipped_rows": [p.line() for p in report.problems],
+            "skipped_rows": [p.line() for p in d.report.problems],
         }),
         gate=decision,
         library_versions=library_versions(),
     )
     from models.training.report import render_report
 
-    final = registry.publish(card, onnx_path, {"report.html": lambda c: render_report(c, result.history, test_targets,
-                                                                                      test_probs, val_probs, train_data.val_targets)})
+    def report_html(final: ModelCard) -> bytes:
+        return render_report(final, result.history, d.test_targets, test_probs, val_probs, d.train.val_targets)
+
+    final = registry.publish(card, onnx_path, {"report.html": report_html})
     promoted = decision["decision"] == "promote"
     if promoted:
         registry.promote(final.name, final.version, reason=decision["reason"])
     print(f"published {final.ref} ({'promoted to production' if promoted else 'not promoted'}); test mAP "
           f"{_fmt(test_metrics['mAP'])}, macro-F1 {_fmt(test_metrics['macro_f1'])} calibrated vs "
           f"{_fmt(test_metrics['at_0.5']['macro_f1'])} at 0.5; {time.perf_counter() - started:.0f}s", flush=True)
-    return JobResult(final, promoted, work_dir, [e.path for e in parts["test"]])
+    return JobResult(final, promoted, work_dir, d.test_paths)
 
 
 def library_versions() -> dict[str, str]:
