@@ -6,7 +6,7 @@ Beam overhead against the parallelism it buys. The plain loop is what a careful 
 Beam: read, Pillow decode (JPEG draft), resize/normalise, ``session.run`` in batches of 32 with onnxruntime's
 default threading (all cores).
 
-    .venv/bin/python bench/batch_throughput.py            # full: 2,000 x 640x480, 96 x 12 MP, memory 10k vs 50k
+    .venv/bin/python bench/batch_throughput.py            # full: 2,000 x 640x480, 200 x 12 MP, memory 10k vs 50k
     .venv/bin/python bench/batch_throughput.py --quick    # a few minutes: 400, 16, memory 2k vs 10k
 
 Peak memory is the maximum, sampled every 0.2 s, of the summed RSS of the `tagger tag` process tree
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--images", type=int, help="640x480 JPEGs for throughput (default 2000, quick 400)")
-    parser.add_argument("--photos", type=int, help="12-megapixel JPEGs (default 96, quick 16)")
+    parser.add_argument("--photos", type=int, help="12-megapixel JPEGs (default 200, quick 16)")
     parser.add_argument("--memory-sizes", help="two archive sizes for the memory check (default 10000,50000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tagger-bench"))
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tagger_args", nargs="*", help="extra `tagger tag` options (after --)")
     args = parser.parse_args(argv)
     images = args.images or (400 if args.quick else 2000)
-    photos = args.photos or (16 if args.quick else 96)
+    photos = args.photos or (16 if args.quick else 200)
     sizes = [int(s) for s in (args.memory_sizes or ("2000,10000" if args.quick else "10000,50000")).split(",")]
     skip = set(filter(None, args.skip.split(",")))
     work = args.workdir
