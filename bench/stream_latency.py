@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from batch_throughput import publish_mobilenet, write_jpegs  # noqa: E402  (same model, same image maker)
+from batch_throughput import write_jpegs  # noqa: E402  (same image maker as the batch bench)
 
 from pipelines.decode import decode_image  # noqa: E402
 from pipelines.preprocess import draft_size_for, preprocess  # noqa: E402
@@ -45,6 +45,28 @@ from tests.kafka_broker import running_broker  # noqa: E402
 from tests.stream_fixtures import TOPICS, start_stream, stream_args  # noqa: E402
 
 COCO = os.path.join(ROOT, "..", "shared", "data", "coco128")
+
+
+def publish_default_model(registry: str) -> str:
+    """The default model's shape: the training job's MobileNetV2 (ImageNet backbone) with an 80-class COCO head,
+    exported by the training job's exporter. Its head is untrained: this measures speed, not quality."""
+    from models.registry import Registry
+    from models.training.architectures import DEFAULT_ARCH, build
+    from models.training.export import export_onnx
+    from schemas.card import ModelCard, Preprocessing
+
+    names_file = os.path.join(COCO, "classes.txt")
+    classes = tuple(open(names_file).read().split("\n")[:80]) if os.path.exists(names_file) else ()
+    classes = tuple(c.strip().replace(" ", "_") for c in classes if c.strip()) or tuple(f"c{i:02d}" for i in range(80))
+    reg = Registry(registry)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        export_onnx(build(DEFAULT_ARCH, len(classes)).model.eval(), path, 224)
+        card = ModelCard(name="tagger", version="", classes=classes, thresholds={c: 0.5 for c in classes},
+                         preprocessing=Preprocessing(input_size=224), architecture=DEFAULT_ARCH)
+        card = reg.publish(card, path)
+    reg.promote(card.name, card.version, reason="benchmark")
+    return card.ref
 
 
 def bench_images(tmp: str) -> list[str]:
@@ -138,7 +160,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, running_broker() as broker:
         registry = os.path.join(tmp, "registry")
-        ref = publish_mobilenet(registry)
+        ref = publish_default_model(registry)
         paths = bench_images(tmp)
         capacity = plain_capacity(paths, registry, ref)
         capacity_batched = plain_capacity(paths, registry, ref, batch=16)
@@ -169,22 +191,26 @@ def main() -> int:
     got = {i: watcher.arrivals[i] for i in sent if i in watcher.arrivals}
     latencies = sorted(got[i] - sent[i] for i in got)
     first_send, last_decision = min(sent.values()), max(got.values()) if got else float("nan")
-    throughput = len(got) / (last_decision - first_send)
+    throughput = len(got) / (last_decision - first_send)  # includes the drain after the feed stopped
+    arrivals = sorted(got.values())
+    lo, hi = int(0.1 * len(arrivals)), int(0.9 * len(arrivals)) - 1
+    sustained = (hi - lo) / (arrivals[hi] - arrivals[lo]) if hi > lo else float("nan")
     q = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
           f"images: {'coco128' if paths[0].startswith(os.path.abspath(COCO)) or 'coco128' in paths[0] else 'synthetic 640x480'}")
-    print(f"model: {ref} (MobileNetV2 224, onnxruntime CPU)")
+    print(f"model: {ref} (MobileNetV2 224, 80 classes: the default model's shape; onnxruntime CPU)")
     print(f"offered load: {args.rate:.0f} msg/s for {seconds:.0f} s ({count} messages; feed took "
           f"{feed_end - first_send:.1f} s)")
     print(f"decisions: {len(got)}/{count} {'(complete)' if complete else '(INCOMPLETE)'}; "
           f"topic records incl. repeats: {watcher.total - 20}")
-    print(f"sustained throughput: {throughput:.1f} images/s")
+    print(f"sustained throughput: {sustained:.1f} images/s (decision rate between the 10th and 90th percentile "
+          f"arrivals); first send to last decision: {throughput:.1f} images/s")
     print(f"latency produce->decision: p50 {q[0]:.3f} s, p95 {q[1]:.3f} s, p99 {q[2]:.3f} s, "
           f"max {latencies[-1] if latencies else float('nan'):.3f} s, mean {statistics.fmean(latencies):.3f} s")
     print(f"baseline plain loop (decode+preprocess+run, one process): batch 1 {capacity:.1f} images/s, "
-          f"batch 16 {capacity_batched:.1f} images/s; stream/baseline(batch 16) = {throughput / capacity_batched:.2f}")
+          f"batch 16 {capacity_batched:.1f} images/s; stream/baseline(batch 16) = {sustained / capacity_batched:.2f}")
     print(f"load average now: {os.getloadavg()[0]:.1f} (a shared machine: compare ratios, not absolutes)")
-    target_ok = complete and throughput >= 0.95 * args.rate and q[2] < 2.0
+    target_ok = complete and sustained >= 0.95 * args.rate and q[2] < 2.0
     print(f"target (>= {args.rate:.0f}/s sustained, p99 < 2 s): {'met' if target_ok else 'NOT met'}")
     return 0
 

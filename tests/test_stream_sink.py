@@ -76,3 +76,13 @@ def test_a_record_without_an_outcome_fails_the_bundle_instead_of_being_committed
     assert pending.failure is None  # parsed, but never scored
     with pytest.raises(IncompleteBundle):
         check_outcomes([pending])
+
+
+def test_covered_ranges_stay_few_on_a_long_run():
+    from pipelines.streaming.sink import add_range
+
+    ranges: list[tuple[int, int]] = []
+    for first in range(0, 10_000, 10):
+        add_range(ranges, first, first + 9)
+    add_range(ranges, 20_000, 20_004)  # a gap (e.g. compacted topic) starts a new range
+    assert ranges == [(0, 9_999), (20_000, 20_004)]

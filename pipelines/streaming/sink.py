@@ -76,7 +76,19 @@ def covered_ranges(output: str, topic: str, partition: int) -> list[tuple[int, i
         match = _RUN_RE.match(name)
         if match and match["topic"] == topic and int(match["partition"]) == partition:
             ranges.append((int(match["first"]), int(match["last"])))
-    return ranges
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        add_range(merged, first, last)
+    return merged
+
+
+def add_range(ranges: list[tuple[int, int]], first: int, last: int) -> None:
+    """Record ``[first, last]`` as covered, merging with the newest range when contiguous (the usual case),
+    so a long-running job keeps a handful of ranges rather than one per bundle."""
+    if ranges and ranges[-1][0] <= first <= ranges[-1][1] + 1:
+        ranges[-1] = (ranges[-1][0], max(ranges[-1][1], last))
+    else:
+        ranges.append((first, last))
 
 
 def _list_names(directory: str) -> list[str]:
@@ -267,7 +279,8 @@ class DurableSinkFn(beam.DoFn):
         retry(lambda: self._deliver(messages), f"producing {len(messages)} decisions/dead letters")
         if fresh:
             write_partition_files(self.output, fresh, self.model_name, now)
-            self.covered[key].append((fresh[0].context.record.source.offset, fresh[-1].context.record.source.offset))
+            add_range(self.covered[key], fresh[0].context.record.source.offset,
+                      fresh[-1].context.record.source.offset)
         last = outcomes[-1].context.record.source.offset
         offsets = {TopicPartition(topic, partition): OffsetAndMetadata(last + 1, "", -1)}
         retry(lambda: self.committer.commit(offsets), f"committing {topic}/{partition}@{last + 1}")
