@@ -108,3 +108,17 @@ def test_tag_images_transform_tags_in_memory_inputs(tiny_model, registry_root):
             equal_to([(f"kafka://t/0/{i}", tiny_model.version, True, True) for i in range(3)]), label="tagged")
         assert_that(failed | beam.Map(lambda f: (f.uri, f.stage, f.error_class)),
                     equal_to([("kafka://t/0/3", "decode", "not_an_image")]), label="failed")
+
+
+def test_runner_choice_and_beam_option_pass_through():
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    from pipelines.batch import is_local_run, local_options
+
+    assert is_local_run([]) and is_local_run(["--runner=DirectRunner"])
+    assert not is_local_run(["--runner=DataflowRunner"]) and not is_local_run(["--runner=FlinkRunner"])
+    options, workers = local_options(["--direct_num_workers=1", "--project=acme"], 0)
+    assert workers == 1 and options.view_as(GoogleCloudOptions).project == "acme"
+    assert options.get_all_options()["direct_running_mode"] == "multi_threading"
+    _, workers = local_options([], 0)
+    assert workers == os.cpu_count()
