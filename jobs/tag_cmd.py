@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--incremental", action="store_true",
                         help="skip images whose content this model version already tagged under --output")
     parser.add_argument("--batch-size", type=int, default=32, help="max RunInference batch size")
-    parser.add_argument("--workers", type=int, default=0, help="local worker processes (0 = one per core)")
+    parser.add_argument("--workers", type=int, default=0, help="local worker threads (0 = one per core)")
     parser.add_argument("--onnx-threads", type=int, default=0,
                         help="onnxruntime intra-op threads per worker (0 = cores / workers locally)")
     parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit in pixels")

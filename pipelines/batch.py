@@ -64,7 +64,7 @@ def is_local_run(beam_args: list[str]) -> bool:
 
 
 def local_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, int]:
-    """FnApiRunner options: ``workers`` processes (default: one per core) plus whatever the user passed."""
+    """FnApiRunner options: ``workers`` threads (default: one per core) plus whatever the user passed."""
     workers = workers or os.cpu_count() or 1
     options = PipelineOptions(
         [f"--direct_num_workers={workers}", f"--direct_running_mode={LOCAL_RUNNING_MODE}", *beam_args]
