@@ -67,7 +67,8 @@ def test_skip_bad_rows_keeps_only_the_good_ones(bad_dataset, tmp_path):
 def test_missing_labels_column_is_a_clear_error(tmp_path, capsys):
     csv_path = write_dataset(str(tmp_path / "d"), 3)
     _rewrite(csv_path, ["image", "tags"], [["images/img_00000.jpg", "circle"]])
-    code = main(["train", "--data", str(tmp_path / "d"), "--registry", str(tmp_path / "r")])
+    code = main(["train", "--data", str(tmp_path / "d"), "--registry", str(tmp_path / "r"),
+                 "--work-dir", str(tmp_path / "w")])
     err = capsys.readouterr().err
     assert code == 2 and "required column(s) ['labels'] missing" in err and "Traceback" not in err
 
@@ -122,3 +123,16 @@ def test_feedback_corrections_override_and_extend_the_training_labels(tmp_path, 
     assert report.problems == [] and len(examples) == 9
     assert labels[first] == frozenset(base[first]) - {dropped}
     assert labels[str(extra)] == frozenset({"red"})
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("labels.csv", b"image,labels\n\xff\xfe,broken\n", "not a readable UTF-8 CSV"),
+    ("labels.parquet", b"PAR1 truncated", "not a readable Parquet file"),
+    ("instances.json", b'{"images": [{"id": 1}], "annotations": [], "categories": []}', "malformed COCO"),
+])
+def test_unreadable_manifests_are_one_line_errors(tmp_path, capsys, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    code = main(["train", "--data", str(tmp_path / name), "--registry", str(tmp_path / "r"),
+                 "--work-dir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

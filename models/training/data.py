@@ -121,12 +121,17 @@ def read_manifest(path: str, report: DataReport, image_root: str | None = None) 
     if lower.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
+        try:
+            table = pq.read_table(io.BytesIO(storage.read_bytes(path)))
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
         columns, records = table.column_names, table.to_pylist()
     elif lower.endswith(".csv"):
-        text = storage.read_bytes(path).decode("utf-8-sig")
-        reader = csv.DictReader(io.StringIO(text))
-        columns, records = list(reader.fieldnames or []), list(reader)
+        try:
+            reader = csv.DictReader(io.StringIO(storage.read_bytes(path).decode("utf-8-sig")))
+            columns, records = list(reader.fieldnames or []), list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: not a readable UTF-8 CSV ({exc})") from exc
     else:
         raise DataError(f"{path}: unknown manifest type (expected .csv, .parquet, a COCO .json or a VOC folder)")
     missing = [c for c in COLUMNS if c not in columns]

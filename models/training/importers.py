@@ -24,6 +24,13 @@ def read_coco(path: str, report: DataReport, image_root: str | None = None) -> l
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
         raise DataError(f"{path}: not a COCO instances file (needs images, annotations and categories)")
+    try:
+        return _coco_rows(path, data, report, image_root)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: malformed COCO instances file ({type(exc).__name__}: {exc})") from exc
+
+
+def _coco_rows(path: str, data: dict, report: DataReport, image_root: str | None) -> list[RawRow]:
     categories = {c["id"]: str(c["name"]) for c in data["categories"]}
     tags: dict[object, set[str]] = {img["id"]: set() for img in data["images"]}
     for number, ann in enumerate(data["annotations"], start=1):

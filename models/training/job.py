@@ -155,9 +155,9 @@ def run(args: JobArgs) -> JobResult:
     work_dir = args.work_dir or os.path.join(
         "var", "train", f"{args.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
     )
-    os.makedirs(work_dir, exist_ok=True)
     spec = Preprocessing(input_size=args.image_size)
-    d = prepare(args, spec, work_dir)
+    d = prepare(args, spec, work_dir)  # writes data_report.txt there only if there are problems
+    os.makedirs(work_dir, exist_ok=True)
 
     seed_everything(args.seed)  # the new head's initialisation draws from torch's RNG
     built = architectures.build(args.arch, len(d.classes), pretrained=args.pretrained)
