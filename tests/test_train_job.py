@@ -184,7 +184,7 @@ def test_training_killed_mid_publish_leaves_registry_readable_and_production_int
 
 def test_resume_continues_a_killed_run_from_its_last_checkpoint(trained, tmp_path, capsys):
     registry, work = str(tmp_path / "registry"), str(tmp_path / "w")
-    settings = dict(image_size=64, epochs=3, warmup_epochs=1)
+    settings = dict(image_size=64, epochs=4, warmup_epochs=1)  # killed after epoch 1 (or 2): 2+ epochs to resume
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *_train_args(trained.small, registry, work, settings)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TAGGER_NO_PROGRESS": "1"})
@@ -196,11 +196,11 @@ def test_resume_continues_a_killed_run_from_its_last_checkpoint(trained, tmp_pat
     assert main(["train", "--resume", os.path.join(work, "checkpoint.pt"), "--registry", registry]) == 0
     out = capsys.readouterr().out
     done = int(out.split("after epoch ")[1].split()[0])
-    assert 1 <= done < 3
+    assert 1 <= done < 4
     card = Registry(registry).card("tagger", "v1")
-    assert [h["epoch"] for h in card.training["history"]] == [1, 2, 3]
-    assert card.training["args"]["epochs"] == 3 and card.preprocessing.input_size == 64
-    assert f"epoch {done + 1}/3" in out and "epoch 1/3" not in out
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2, 3, 4]
+    assert card.training["args"]["epochs"] == 4 and card.preprocessing.input_size == 64
+    assert f"epoch {done + 1}/4" in out and "epoch 1/4" not in out
 
 
 def test_same_seed_same_model(trained, tmp_path):
