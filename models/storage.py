@@ -53,6 +53,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared registries from other users
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -68,6 +69,18 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
     with FileSystems.create(path) as fh:  # object stores publish a single object atomically on close
         fh.write(data)
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask() would race with other writer threads)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
 
 
 def list_dirs(path: str) -> list[str]:

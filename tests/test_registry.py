@@ -167,3 +167,16 @@ def test_concurrent_publishers_never_share_a_version(tmp_path, registry_root):
     assert sorted(results, key=lambda v: int(v[1:])) == [f"v{i}" for i in range(1, 7)]
     hashes = {registry.card("tagger", v).onnx_sha256 for v in results}
     assert len(hashes) == 6
+
+
+def test_published_files_are_readable_by_other_users(tmp_path, registry_root):
+    registry = Registry(registry_root)
+    old = os.umask(0o022)
+    try:
+        card = registry.publish(_card(), _model_file(tmp_path), {"report.html": b"<html></html>"})
+        registry.promote("tagger", card.version)
+    finally:
+        os.umask(old)
+    for rel in ("v1/card.json", "v1/report.html", "v1/model.onnx", "_aliases/production.json"):
+        mode = os.stat(os.path.join(registry_root, "tagger", rel)).st_mode & 0o777
+        assert mode == 0o644, f"{rel} has mode {oct(mode)}"
