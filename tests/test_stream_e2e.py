@@ -9,6 +9,7 @@ import base64
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -162,6 +163,8 @@ def test_job_crash_and_broker_stall_lose_nothing_and_parquet_stays_exactly_once(
         job.kill()  # SIGKILL mid-stream: no flush, no commit
         job = start_stream(args, str(tmp_path / "job2.log"))
         assert len(_wait_for(kafka_broker.bootstrap, 50, 60, job)) >= 50
+        resumed = re.search(r"reading images/0 from offset (\d+)", job.log())
+        assert resumed and int(resumed.group(1)) >= 10, "the restart resumes from the committed offset, not 0"
         kafka_broker.pause()  # the broker stalls mid-stream for 10 s
         time.sleep(10)
         kafka_broker.resume()
