@@ -49,7 +49,8 @@ def by_dedup(records) -> dict[str, dict]:
 
 
 def test_replay_to_decisions_and_parquet(kafka_broker, tiny_model, registry_root, tmp_path, images):  # noqa: F811
-    kafka_broker.create_topics(*TOPICS)
+    kafka_broker.create_topics("images", partitions=3)  # one SDF reader per partition
+    kafka_broker.create_topics("decisions", "dlq")
     subset = images[:30]
     out = str(tmp_path / "out")
     with streaming(stream_args(kafka_broker.bootstrap, out, registry_root), str(tmp_path / "job.log")) as job:
@@ -68,9 +69,15 @@ def test_replay_to_decisions_and_parquet(kafka_broker, tiny_model, registry_root
     assert (one["model_name"], one["model_version"]) == ("tagger", tiny_model.version)
     assert set(one["probabilities"]) == set(CLASSES)
     assert set(one["tags"]) == {c for c, p in one["probabilities"].items() if p >= 0.5}
-    assert one["source_topic"] == "images" and one["dedup_key"] == f"images/0/{one['source_offset']}"
+    assert one["source_topic"] == "images"
+    assert one["dedup_key"] == f"images/{one['source_partition']}/{one['source_offset']}"
+    partitions = {d["source_partition"] for d in got.values()}
+    assert len(partitions) > 1, "the keys spread over several partitions"
     rows = visible_tag_rows(out)
-    assert sorted(r["source_offset"] for r in rows) == list(range(10))
+    for p in partitions:  # every partition's offsets exactly once, from 0 up
+        offsets = sorted(r["source_offset"] for r in rows if r["source_partition"] == p)
+        assert offsets == list(range(len(offsets)))
+    assert len(rows) == 10
     assert {r["message_id"] for r in rows} == {d["id"] for d in got.values()}
 
 
