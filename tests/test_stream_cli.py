@@ -38,3 +38,14 @@ def test_security_flags_pass_through_to_kafka_python():
         "ssl_cafile": "/ca.pem", "ssl_check_hostname": False}
     with pytest.raises(Exception, match="not supported"):
         _kafka_config(argparse.Namespace(**{**vars(args), "kafka_option": ["sasl_pasword=x"]}))
+
+
+def test_unreachable_broker_is_a_one_line_error():
+    from pipelines.streaming.kafka_config import KafkaConfig
+    from pipelines.streaming.source import KafkaTopicError, list_partitions
+    from tests.kafka_broker import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    with pytest.raises(KafkaTopicError, match=f"cannot reach Kafka at {bootstrap}") as err:
+        list_partitions(KafkaConfig(bootstrap), "images", connect_timeout_s=1)
+    assert "\n" not in str(err.value)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models import storage
-from pipelines.records import Failure, Tagged
+from pipelines.records import Tagged
 from pipelines.sinks import failure_row, tagged_row
 from pipelines.streaming.kafka_config import KafkaConfig
 from pipelines.streaming.steps import StreamItem

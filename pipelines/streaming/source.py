@@ -31,11 +31,17 @@ class KafkaTopicError(UserError):
     """The input topic does not exist or the broker cannot be reached."""
 
 
-def list_partitions(config: KafkaConfig, topic: str, timeout_s: float = 30.0) -> list[int]:
+def list_partitions(config: KafkaConfig, topic: str, timeout_s: float = 30.0, connect_timeout_s: float = 30.0,
+                    ) -> list[int]:
     """Partitions of ``topic``, waiting a little for metadata; a missing topic is a one-line error."""
     import time
 
-    consumer = config.consumer()
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = config.consumer(bootstrap_timeout_ms=int(connect_timeout_s * 1000))
+    except KafkaError as exc:
+        raise KafkaTopicError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
     try:
         deadline = time.monotonic() + timeout_s
         while True:
