@@ -46,9 +46,23 @@ def _quiet_startup(verbose: bool) -> None:
         sys.modules.setdefault("apache_beam.ml.inference.model_manager", None)  # type: ignore[arg-type]
         for handler in logging.getLogger().handlers:
             handler.addFilter(_DropNoise())
+    _import_beam_without_pandas()
     if not verbose:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("__main__").setLevel(logging.WARNING)
+
+
+def _import_beam_without_pandas() -> None:
+    """Import Beam while pandas looks absent: Beam only registers DataFrame batch converters with it, which
+    this job never uses, and pandas is ~0.25 s of every run's start-up. pandas stays importable afterwards."""
+    if "apache_beam" in sys.modules or "pandas" in sys.modules:
+        return
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        import apache_beam  # noqa: F401
+    finally:
+        if sys.modules.get("pandas", 0) is None:
+            del sys.modules["pandas"]
 
 
 def run(args: argparse.Namespace) -> int:
