@@ -160,9 +160,7 @@ def build_tagging(
         tagged | "WriteTags" >> WriteRows("tags", info.staging, info.run_id, progress_dir),
         failed | "WriteDeadLetters" >> WriteRows("failed", info.staging, info.run_id, progress_dir),
     ) | "Written" >> beam.Flatten()
-    matched = uris | "CountMatched" >> beam.combiners.Count.Globally()
-    n_skipped = skipped | "CountSkipped" >> beam.combiners.Count.Globally()
-    _ = (written, matched, n_skipped) | "CommitRun" >> CommitRun(info)
+    _ = (written, uris, skipped) | "CommitRun" >> CommitRun(info)
 
 
 def _local_runner():
