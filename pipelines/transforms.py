@@ -213,15 +213,9 @@ class ApplyThresholds(beam.PTransform):
         return pcoll | beam.ParDo(_ThresholdFn(self.card))
 
 
-class DecodePreprocess(beam.PTransform):
+class DecodePreprocess(DecodeImages):
     """ImageInput -> ``(ImageInfo, tensor)`` | Failure(stage 'decode' or 'preprocess'): DecodeImages and
     PreprocessImages fused into one DoFn, for throughput."""
-
-    def __init__(
-        self, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE
-    ) -> None:
-        super().__init__()
-        self.spec, self.max_pixels, self.min_side = spec, max_pixels, min_side
 
     def expand(self, pcoll):
         fn = _DecodePreprocessFn(self.spec, self.max_pixels, self.min_side)
