@@ -8,11 +8,13 @@ successful bundles: it renames them into the hive partitions and then writes the
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import uuid
 from typing import Any, Callable, Iterable, NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -45,6 +47,13 @@ class WrittenFile(NamedTuple):
 
 
 def tagged_row(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    row = _tag_scalars(t, run_id, now)
+    row["probabilities"] = list(t.probabilities.items())
+    return row
+
+
+def _tag_scalars(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
+    """:func:`tagged_row` without ``probabilities`` (the batch writer builds that column in bulk)."""
     return {
         "image_uri": t.info.uri,
         "content_sha256": t.info.content_sha256,
@@ -52,12 +61,25 @@ def tagged_row(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
         "height": t.info.height,
         "format": t.info.format,
         "tags": list(t.tags),
-        "probabilities": list(t.probabilities.items()),
         "model_name": t.model_name,
         "model_version": t.model_version,
         "run_id": run_id,
         "tagged_at": now,
     }
+
+
+def probabilities_column(dicts: list[dict[str, float]]) -> pa.Array:
+    """The MAP<string, float> column for ``dicts`` in one go when all share the same keys (one model, so
+    always in practice): ~10x cheaper than converting 1,000 (class, probability) tuples per row."""
+    map_type = TAGS_SCHEMA.field("probabilities").type
+    keys = list(dicts[0]) if dicts else []
+    if not dicts or any(list(d) != keys for d in dicts):
+        return pa.array([list(d.items()) for d in dicts], type=map_type)
+    n, k = len(dicts), len(keys)
+    values = np.fromiter(itertools.chain.from_iterable(d.values() for d in dicts), np.float32, count=n * k)
+    key_array = pa.array(keys, type=pa.string()).take(pa.array(np.tile(np.arange(k, dtype=np.int32), n)))
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32) if k else np.zeros(n + 1, np.int32))
+    return pa.MapArray.from_arrays(offsets, key_array, pa.array(values), type=map_type)
 
 
 def failure_row(f: Failure, run_id: str, now: dt.datetime) -> dict[str, Any]:
@@ -86,6 +108,7 @@ class _WriteParquetFn(beam.DoFn):
         self.writer = None
         self.sink = None
         self.buffer: list[dict] = []
+        self.probabilities: list[dict[str, float]] = []
         self.buffered_values = 0
         self.rows = 0
         self.by_stage: dict[str, int] = {}
@@ -93,6 +116,8 @@ class _WriteParquetFn(beam.DoFn):
 
     def process(self, element) -> Iterable:
         self.buffer.append(self.to_row(element, self.run_id, dt.datetime.now(dt.timezone.utc)))
+        if self.kind == "tags":
+            self.probabilities.append(element.probabilities)
         if isinstance(element, Failure):
             self.by_stage[element.stage] = self.by_stage.get(element.stage, 0) + 1
         self.buffered_values += 16 + len(getattr(element, "probabilities", ()))
@@ -112,10 +137,18 @@ class _WriteParquetFn(beam.DoFn):
             else:
                 self.sink = FileSystems.create(self.path)
                 self.writer = pq.ParquetWriter(self.sink, self.schema)
-        self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+        self.writer.write_table(self._table())
         self.rows += len(self.buffer)
         self.buffer = []
+        self.probabilities = []
         self.buffered_values = 0
+
+    def _table(self) -> pa.Table:
+        if self.kind != "tags":
+            return pa.Table.from_pylist(self.buffer, schema=self.schema)
+        index = self.schema.get_field_index("probabilities")
+        scalars = pa.Table.from_pylist(self.buffer, schema=self.schema.remove(index))
+        return scalars.add_column(index, self.schema.field(index), probabilities_column(self.probabilities))
 
     def finish_bundle(self) -> Iterable:
         self._flush()
@@ -132,7 +165,7 @@ class _WriteParquetFn(beam.DoFn):
         )
 
 
-_KINDS = {"tags": (TAGS_SCHEMA, tagged_row), "failed": (DEAD_LETTER_SCHEMA, failure_row)}
+_KINDS = {"tags": (TAGS_SCHEMA, _tag_scalars), "failed": (DEAD_LETTER_SCHEMA, failure_row)}
 
 
 class WriteRows(beam.PTransform):

@@ -58,9 +58,9 @@ def apply_thresholds(
     probs = np.asarray(probabilities, dtype=np.float32)
     if probs.shape != (len(classes),):
         raise ValueError(f"model returned {probs.shape} scores for {len(classes)} classes")
-    hits = probs >= np.asarray(thresholds, dtype=np.float32)
-    tags = tuple(c for c, hit in zip(classes, hits) if hit)
-    return tags, {c: float(p) for c, p in zip(classes, probs)}
+    hits = np.flatnonzero(probs >= np.asarray(thresholds, dtype=np.float32))
+    tags = tuple(classes[i] for i in hits.tolist())
+    return tags, dict(zip(classes, probs.tolist()))  # tolist: Python floats without a per-item numpy hop
 
 
 # ------------------------------------------------------------------------------------------------- DoFns
