@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "jobs.models_cmd",
     "jobs.feedback_cmd",
     "jobs.stream_cmd",
+    "jobs.scheduled_cmd",
     "jobs.demo_cmd",
 )
 

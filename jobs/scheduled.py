@@ -133,7 +133,7 @@ def weekly(args: argparse.Namespace, run: Run) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jobs.scheduled", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tagger scheduled", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="job", required=True)
 
     n = sub.add_parser("nightly", help="tag new images, then ingest waiting feedback")
