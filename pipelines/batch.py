@@ -18,7 +18,7 @@ from models import storage
 from models.registry import Registry
 from pipelines.catalog import tagged_hashes
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs, count_local_inputs
-from pipelines.model_handler import CardModelHandler
+from pipelines.model_handler import CardModelHandler, discard_preloaded, preload_session
 from pipelines.progress import ProgressPrinter
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.transforms import TagImages
@@ -119,19 +119,25 @@ def run_tag_job(job: TagJob) -> TagResult:
         min_batch_size=max(1, job.batch_size // 2),
         max_batch_size=job.batch_size,
     )
+    if local and "multi_processing" not in (options.view_as(DirectOptions).direct_running_mode or ""):
+        # Same process as the workers: build the (already sha256-verified) session while Beam sets up.
+        preload_session(registry.root, loaded.model_path, card, handler.intra_op_threads)
     progress_dir = storage.join(info.staging, "progress") if local and storage.is_local(output) else None
 
     pipeline = beam.Pipeline(runner=_local_runner() if local else None, options=options)
     build_tagging(pipeline, job.inputs, card, handler, info, skip, progress_dir, job.max_pixels)
 
     total = count_local_inputs(job.inputs) if local else None
-    if local and progress_dir:
-        with ProgressPrinter(progress_dir, total, interval=job.progress_interval):
+    try:
+        if local and progress_dir:
+            with ProgressPrinter(progress_dir, total, interval=job.progress_interval):
+                result = pipeline.run()
+                result.wait_until_finish()
+        else:
             result = pipeline.run()
             result.wait_until_finish()
-    else:
-        result = pipeline.run()
-        result.wait_until_finish()
+    finally:
+        discard_preloaded()
 
     manifest_path = storage.join(output, manifest_name(info.run_id))
     if not storage.exists(manifest_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -72,6 +73,26 @@ def create_session(
     return CardSession(session=session, card=card, provider=provider)
 
 
+# Sessions being built ahead of time in this process, by (registry root, model ref, intra-op threads).
+_PRELOADED: dict[tuple[str, str, int], Future] = {}
+
+
+def preload_session(registry_root: str, model_path: str, card: ModelCard, intra_op_threads: int) -> None:
+    """Start building the session on a background thread now (local, in-process runs): onnxruntime's import
+    and the session build then overlap Beam's pipeline construction instead of delaying the first batch.
+    :meth:`CardModelHandler.load_model` in this process takes it; other processes load as usual."""
+    key = (registry_root, card.ref, intra_op_threads)
+    if key not in _PRELOADED:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="preload-model")
+        _PRELOADED[key] = pool.submit(create_session, model_path, card, intra_op_threads)
+        pool.shutdown(wait=False)
+
+
+def discard_preloaded() -> None:
+    """Forget sessions no pipeline picked up (e.g. a run whose inputs all failed before inference)."""
+    _PRELOADED.clear()
+
+
 class CardModelHandler(OnnxModelHandlerNumpy):
     """RunInference handler for one pinned model version of a registry (local path or any Beam filesystem)."""
 
@@ -100,6 +121,9 @@ class CardModelHandler(OnnxModelHandlerNumpy):
         return loaded.card, loaded.model_path
 
     def load_model(self) -> CardSession:  # type: ignore[override]
+        preloaded = _PRELOADED.pop((self.registry_root, self.model_ref, self.intra_op_threads), None)
+        if preloaded is not None:
+            return preloaded.result()
         card, path = self.resolve()
         return create_session(path, card, self.intra_op_threads)
 
