@@ -255,7 +255,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
 
 
 class _RunTotalsFn(beam.CombineFn):
-    """WrittenFile records plus one marker per matched / skipped input -> (files, matched, skipped).
+    """WrittenFile records plus ``(matched|skipped, count)`` records -> (files, matched, skipped).
 
     One combine instead of two counts and a list: fewer stages for the runner to set up and run."""
 
@@ -264,12 +264,11 @@ class _RunTotalsFn(beam.CombineFn):
 
     def add_input(self, acc, element):
         files, matched, skipped = acc
-        if element == _MATCHED:
-            return files, matched + 1, skipped
-        if element == _SKIPPED:
-            return files, matched, skipped + 1
-        files.append(element)
-        return files, matched, skipped
+        if isinstance(element, WrittenFile):
+            files.append(element)
+            return files, matched, skipped
+        kind, n = element
+        return (files, matched + n, skipped) if kind == _MATCHED else (files, matched, skipped + n)
 
     def merge_accumulators(self, accumulators):
         files: list[WrittenFile] = []
@@ -285,6 +284,25 @@ class _RunTotalsFn(beam.CombineFn):
 
 
 _MATCHED, _SKIPPED = "matched", "skipped"
+
+
+class _BundleCountFn(beam.DoFn):
+    """Elements -> one ``(kind, count)`` per bundle, so the run totals see a handful of records, not one per
+    input (memory stays flat on huge archives). Failed bundles' outputs are discarded like their files."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def start_bundle(self) -> None:
+        self.count = 0
+
+    def process(self, element) -> Iterable:
+        self.count += 1
+        return ()
+
+    def finish_bundle(self) -> Iterable:
+        if self.count:
+            yield WindowedValue((self.kind, self.count), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 class _CommitFn(beam.DoFn):
@@ -310,8 +328,8 @@ class CommitRun(beam.PTransform):
         return (
             (
                 files,
-                matched | "MarkMatched" >> beam.Map(lambda _: _MATCHED),
-                skipped | "MarkSkipped" >> beam.Map(lambda _: _SKIPPED),
+                matched | "CountMatched" >> beam.ParDo(_BundleCountFn(_MATCHED)),
+                skipped | "CountSkipped" >> beam.ParDo(_BundleCountFn(_SKIPPED)),
             )
             | "Inputs" >> beam.Flatten()
             | "Totals" >> beam.CombineGlobally(_RunTotalsFn())
