@@ -8,6 +8,14 @@ import time
 DEFAULT_WORKDIR = os.path.join("var", "demo")
 
 
+class _Defaults:  # mirrors jobs.demo.dataset.DemoDataConfig without importing PIL/numpy for `tagger --help`
+    train_images = 480
+    archive_mosaics = 150
+
+
+DEFAULTS = _Defaults
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -19,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"where everything goes (default: {DEFAULT_WORKDIR})")
     parser.add_argument("--no-install", dest="install", action="store_false",
                         help="fail instead of installing missing data packages (apt-get / pip)")
+    parser.add_argument("--train-images", type=int, default=DEFAULTS.train_images,
+                        help=f"training mosaics (default: {DEFAULTS.train_images})")
+    parser.add_argument("--archive-mosaics", type=int, default=DEFAULTS.archive_mosaics,
+                        help=f"mosaics in the archive to tag (default: {DEFAULTS.archive_mosaics})")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's preset)")
     parser.set_defaults(func=run)
 
 
@@ -31,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
     registry_root = os.path.join(root, "registry")
     output = os.path.join(root, "tags")
 
-    data = dataset.build(os.path.join(root, "data"), install=args.install)
+    config = dataset.DemoDataConfig(train_images=args.train_images, archive_mosaics=args.archive_mosaics)
+    data = dataset.build(os.path.join(root, "data"), config, install=args.install)
     print(f"demo data: {'reused' if data.reused else 'built'} in {data.root} "
           f"({len(data.classes)} classes: {', '.join(data.classes)})", flush=True)
 
-    version, trained = steps.ensure_model(registry_root, data.train_dir, os.path.join(root, "train-work"))
+    version, trained = steps.ensure_model(registry_root, data.train_dir, os.path.join(root, "train-work"),
+                                          epochs=args.epochs)
     print(f"model: {steps.MODEL_NAME}@{version} ({'trained now' if trained else 'reused from the registry'})",
           flush=True)
 

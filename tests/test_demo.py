@@ -98,3 +98,36 @@ def test_missing_data_package_is_a_one_line_error_when_not_installing(tmp_path, 
     monkeypatch.setenv(sources.FASHION_DIR_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(sources.DemoSourceError, match="apt-get install -y dataset-fashion-mnist"):
         dataset.build(str(tmp_path / "demo"), install=False)
+
+
+@pytest.mark.slow
+def test_small_demo_end_to_end_accounts_for_every_file_and_reuses_on_second_run(tmp_path, fashion_dir, capsys):
+    """Real training, real `tagger tag` (Beam + onnxruntime), Parquet read back with DuckDB; then a rerun."""
+    import duckdb
+
+    from jobs.cli import main as tagger
+
+    try:
+        sources.ensure_sample_photos(install=False)
+    except sources.DemoSourceError as exc:
+        pytest.skip(str(exc))
+    workdir = str(tmp_path / "demo")
+    args = ["demo", "--workdir", workdir, "--no-install", "--train-images", "60", "--archive-mosaics", "12",
+            "--epochs", "2"]
+    assert tagger(args) == 0
+    first = capsys.readouterr().out
+    assert "model: demo@v1 (trained now)" in first and "top tags per day" in first
+
+    n_photos = len(sources.ARCHIVE_PHOTOS) + len(dataset.CONVERSIONS)
+    rows = duckdb.sql(f"SELECT count(*), count(DISTINCT image_uri) FROM read_parquet("
+                      f"'{workdir}/tags/run_date=*/model_version=*/*.parquet', hive_partitioning=true)").fetchall()[0]
+    assert rows == (12 + n_photos, 12 + n_photos)  # every good file tagged exactly once
+    errors = duckdb.sql(f"SELECT count(*) FROM read_parquet('{workdir}/tags/_errors/**/*.parquet')").fetchall()[0][0]
+    assert errors == 4  # the four broken files, dead-lettered
+
+    assert tagger(args) == 0
+    second = capsys.readouterr().out
+    assert "demo data: reused" in second and "reused from the registry" in second
+    again = duckdb.sql(f"SELECT count(*) FROM read_parquet("
+                       f"'{workdir}/tags/run_date=*/model_version=*/*.parquet', hive_partitioning=true)").fetchall()[0]
+    assert again[0] == rows[0]  # --incremental: nothing re-tagged, no duplicate rows

@@ -13,7 +13,7 @@ MODEL_NAME = "demo"
 TRAIN_ARGS = ("--image-size", "128", "--epochs", "16", "--warmup-epochs", "2", "--patience", "4")
 
 
-def ensure_model(registry_root: str, train_dir: str, work_dir: str) -> tuple[str, bool]:
+def ensure_model(registry_root: str, train_dir: str, work_dir: str, epochs: int | None = None) -> tuple[str, bool]:
     """The production version of the demo model; trains and publishes one first if there is none."""
     registry = Registry(registry_root)
     try:
@@ -21,7 +21,8 @@ def ensure_model(registry_root: str, train_dir: str, work_dir: str) -> tuple[str
     except RegistryError:
         pass
     code = tagger(["train", "--data", train_dir, "--registry", registry_root, "--name", MODEL_NAME,
-                   "--work-dir", work_dir, *TRAIN_ARGS])
+                   "--work-dir", work_dir, *TRAIN_ARGS,
+                   *(("--epochs", str(epochs), "--warmup-epochs", "1") if epochs else ())])
     if code != 0:
         raise UserError(f"demo training failed with exit status {code}")
     return registry.resolve(f"{MODEL_NAME}@production")[1], True
