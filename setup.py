@@ -56,6 +56,7 @@ setup(
     description="Image-tagging data platform: batch tagging, streaming moderation, feedback and retraining.",
     python_requires=">=3.11",
     packages=find_packages(include=["pipelines*", "models*", "schemas*", "feedback_ingest*", "jobs*"]),
+    package_data={"schemas": ["queries.sql"]},  # the analyst views; `tagger tag --incremental` reads them
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["tagger=jobs.cli:main"]},

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     steps.tag_archive(data.archive_dir, output, registry_root)
 
-    print("\nAnalyst queries (docs/queries.sql, as in the README):\n")
+    print("\nAnalyst queries (schemas/queries.sql, as in the README):\n")
     print(steps.analyst_queries(output))
 
     card_dir = os.path.join(Registry(registry_root).root, steps.MODEL_NAME, version)

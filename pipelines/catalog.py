@@ -1,6 +1,6 @@
 """Reading a tagging output directory back: committed runs, DuckDB views and the analyst queries.
 
-The queries live in docs/queries.sql (one copy for README, demo and tests). Readers trust only runs with a
+The queries live in schemas/queries.sql (one copy for README, demo and tests). Readers trust only runs with a
 manifest, which is also what ``--incremental`` uses to decide what is already tagged.
 """
 from __future__ import annotations
@@ -10,14 +10,16 @@ import os
 import re
 from typing import Any
 
+import schemas
 from schemas.tagging import MANIFESTS_DIR
 
-QUERIES_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "queries.sql")
+# Package data of `schemas` (not docs/): `--incremental` reads it at run time, also from a non-editable install.
+QUERIES_FILE = os.path.join(os.path.dirname(os.path.abspath(schemas.__file__)), "queries.sql")
 _SECTION = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def load_queries(path: str = QUERIES_FILE) -> dict[str, str]:
-    """{name: SQL text} for every ``-- name:`` section of docs/queries.sql."""
+    """{name: SQL text} for every ``-- name:`` section of schemas/queries.sql."""
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     parts = _SECTION.split(text)
@@ -67,7 +69,7 @@ def _empty(con, name: str, schema, run_date: bool) -> None:
 
 
 def run_query(con, name: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one named query exactly as written in docs/queries.sql; returns (column names, rows)."""
+    """Run one named query exactly as written in schemas/queries.sql; returns (column names, rows)."""
     cursor = con.execute(load_queries()[name], params or {})
     return [d[0] for d in cursor.description], cursor.fetchall()
 

@@ -32,6 +32,6 @@ def format_summary(result, output: str, top: int = 10) -> str:
         f"  tags:         {output}/run_date={m.run_date}/model_version={m.model_version}/",
         f"  dead letters: {output}/_errors/run_date={m.run_date}/",
         f"  manifest:     {output}/_manifests/{m.run_id}.json",
-        "  queries:      docs/queries.sql (DuckDB)",
+        "  queries:      schemas/queries.sql (DuckDB)",
     ]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ Layout of an output directory ``DIR`` (readers and ``--incremental`` only trust 
 
 A run's files are renamed out of ``_staging`` only after every bundle finished, and the manifest is written
 after the renames, so a crash can leave files without a manifest but never a manifest without its files.
-Readers therefore join tag rows with manifests on ``run_id`` (see docs/queries.sql).
+Readers therefore join tag rows with manifests on ``run_id`` (see schemas/queries.sql).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The four analyst queries of docs/queries.sql, run exactly as written on real output, against answers
+"""The four analyst queries of schemas/queries.sql, run exactly as written on real output, against answers
 computed independently from the raw Parquet rows with pyarrow."""
 from __future__ import annotations
 

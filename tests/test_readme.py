@@ -15,5 +15,5 @@ def test_readme_shows_each_tested_query_verbatim(name):
     queries = load_queries()
     readme = open(README, encoding="utf-8").read()
     sql = queries[name].strip()
-    assert sql, f"docs/queries.sql has an empty {name!r} section"
-    assert sql in readme, f"README.md does not show the {name!r} query exactly as docs/queries.sql has it"
+    assert sql, f"schemas/queries.sql has an empty {name!r} section"
+    assert sql in readme, f"README.md does not show the {name!r} query exactly as schemas/queries.sql has it"

@@ -42,7 +42,7 @@ def latest_manifest(output: str) -> str | None:
 
 
 def analyst_queries(output: str, rows: int = 8) -> str:
-    """The README's four queries, run exactly as docs/queries.sql has them, as text tables."""
+    """The README's four queries, run exactly as schemas/queries.sql has them, as text tables."""
     from pipelines.catalog import connect, run_query
 
     con = connect(output)
