@@ -5,15 +5,10 @@ import argparse
 import os
 import time
 
+from jobs.demo.config import DemoDataConfig
+
 DEFAULT_WORKDIR = os.path.join("var", "demo")
-
-
-class _Defaults:  # mirrors jobs.demo.dataset.DemoDataConfig without importing PIL/numpy for `tagger --help`
-    train_images = 480
-    archive_mosaics = 150
-
-
-DEFAULTS = _Defaults
+DEFAULTS = DemoDataConfig()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,18 +18,10 @@ from dataclasses import asdict, dataclass
 from PIL import Image
 
 from jobs.demo import mosaic, sources
+from jobs.demo.config import DemoDataConfig
 from models import storage
 
 MARKER = ".complete.json"
-
-
-@dataclass(frozen=True)
-class DemoDataConfig:
-    train_images: int = 480
-    archive_mosaics: int = 150
-    image_size: int = 160
-    max_items: int = 3
-    seed: int = 7
 
 
 @dataclass(frozen=True)
