@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import signal
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -39,6 +38,7 @@ from schemas.feedback import (
     parse_timestamp,
     record_key,
 )
+from schemas.run_ids import new_run_id
 
 log = logging.getLogger(__name__)
 FAULT_ENV = "TAGGER_FAULT_POINT"
@@ -72,10 +72,6 @@ class Summary:
         if self.run_dir:
             out.append(f"  validation result and data docs: {self.run_dir}")
         return out
-
-
-def new_run_id(now: dt.datetime) -> str:
-    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
 
 
 def _accepted_row(src: SourceRecord, key: str, run_id: str, now: dt.datetime, model_name: str | None) -> dict:

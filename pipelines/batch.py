@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import uuid
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -24,6 +23,7 @@ from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.transforms import TagImages
 from schemas.card import ModelCard
 from schemas.errors import UserError
+from schemas.run_ids import new_run_id
 from schemas.tagging import RunManifest, manifest_name
 
 LOG = logging.getLogger(__name__)
@@ -71,10 +71,6 @@ def local_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, 
     )
     workers = options.view_as(DirectOptions).direct_num_workers or workers
     return options, workers
-
-
-def new_run_id(now: dt.datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 def run_tag_job(job: TagJob) -> TagResult:
