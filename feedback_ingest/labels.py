@@ -16,13 +16,13 @@ Conflict rule (documented in docs/feedback.md):
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from typing import Iterable
 
 from feedback_ingest.dataset import FeedbackDataset
 from models import storage
+from models.registry import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,11 @@ def latest_verdicts(corrections: Iterable[dict]) -> dict[tuple[str, str], dict]:
 
 
 def _sha256(path: str) -> str | None:
-    digest = hashlib.sha256()
     try:
-        for chunk in storage.iter_chunks(path):
-            digest.update(chunk)
+        return sha256_file(path)
     except OSError as exc:
         log.warning("cannot hash base image %s for feedback matching: %s", path, exc)
         return None
-    return digest.hexdigest()
 
 
 def apply_feedback(rows: list[Row], feedback_dir: str, as_of: str | None = None) -> list[Row]:

