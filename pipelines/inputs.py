@@ -117,10 +117,11 @@ class _ReadFn(beam.DoFn):
             message = str(exc).replace("\n", " ")[:500]
             yield beam.pvalue.TaggedOutput(FAILED, Failure(uri, "read", type(exc).__name__, message))
             return
-        if self.skip and hashlib.sha256(data).hexdigest() in self.skip:
+        sha256 = hashlib.sha256(data).hexdigest() if self.skip else None
+        if sha256 in self.skip:
             yield beam.pvalue.TaggedOutput(SKIPPED, uri)
             return
-        yield ImageInput(uri, data)
+        yield ImageInput(uri, data, sha256)
 
 
 class ReadImages(beam.PTransform):

@@ -19,6 +19,7 @@ class ImageInput(NamedTuple):
 
     uri: str
     data: bytes
+    sha256: str | None = None  # set by a reader that already hashed ``data`` (incremental runs), so it is hashed once
 
 
 class ImageInfo(NamedTuple):

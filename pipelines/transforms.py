@@ -43,7 +43,7 @@ def decode_input(item: ImageInput, spec: Preprocessing, max_pixels: int, min_sid
     decoded = decode_image(item.data, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size_for(spec))
     info = ImageInfo(
         uri=item.uri,
-        content_sha256=hashlib.sha256(item.data).hexdigest(),
+        content_sha256=item.sha256 or hashlib.sha256(item.data).hexdigest(),
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
