@@ -170,7 +170,11 @@ def test_job_crash_and_broker_stall_lose_nothing_and_parquet_stays_exactly_once(
         job.kill()  # SIGKILL mid-stream: no flush, no commit
         job = start_stream(args, str(tmp_path / "job2.log"))
         assert len(_wait_for(kafka_broker.bootstrap, 50, 60, job)) >= 50
-        resumed = re.search(r"reading images/0 from offset (\d+)", job.log())
+        # job1 may have produced 50 decisions from its backlog before the kill, so wait for job2's own line
+        deadline, resumed = time.monotonic() + 60, None
+        while resumed is None and time.monotonic() < deadline:
+            resumed = re.search(r"reading images/0 from offset (\d+)", job.log())
+            time.sleep(0.2)
         assert resumed and int(resumed.group(1)) >= 10, "the restart resumes from the committed offset, not 0"
         kafka_broker.pause()  # the broker stalls mid-stream for 10 s
         time.sleep(10)
