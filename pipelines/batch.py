@@ -16,11 +16,12 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from models import storage
 from models.registry import Registry
 from pipelines.catalog import tagged_hashes
-from pipelines.inputs import MatchInputs, ReadImages, check_inputs, count_local_inputs
+from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.model_handler import CardModelHandler, discard_preloaded, preload_session
 from pipelines.progress import ProgressPrinter
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.transforms import TagImages
+from pipelines.uri_shards import DEFAULT_SHARDS
 from schemas.card import ModelCard
 from schemas.errors import UserError
 from schemas.run_ids import new_run_id
@@ -32,6 +33,7 @@ LOCAL_RUNNER = "FnApiRunner"
 # onnxruntime thread each overlap decoding with inference (measured 1.7x a plain loop on 2 cores), while
 # subprocess workers pay a Beam import per worker and gRPC copies (0.5x). Override with --direct_running_mode.
 LOCAL_RUNNING_MODE = "multi_threading"
+SHARDS_PER_LOCAL_WORKER = 32
 
 
 @dataclass
@@ -121,12 +123,19 @@ def run_tag_job(job: TagJob) -> TagResult:
     progress_dir = storage.join(info.staging, "progress") if local and storage.is_local(output) else None
 
     pipeline = beam.Pipeline(runner=_local_runner() if local else None, options=options)
-    build_tagging(pipeline, job.inputs, card, handler, info, skip, progress_dir, job.max_pixels)
+    # Locally, shards are a multiple of the worker count so every worker gets the same number of images;
+    # elsewhere the runner's shuffle spreads the URIs one by one.
+    matching = MatchInputs(
+        job.inputs,
+        num_shards=workers * SHARDS_PER_LOCAL_WORKER if local else DEFAULT_SHARDS,
+        redistribute=not local,
+        progress_dir=progress_dir,
+    )
+    build_tagging(pipeline, matching, card, handler, info, skip, progress_dir, job.max_pixels)
 
-    total = count_local_inputs(job.inputs) if local else None
     try:
         if local and progress_dir:
-            with ProgressPrinter(progress_dir, total, interval=job.progress_interval):
+            with ProgressPrinter(progress_dir, interval=job.progress_interval):
                 result = pipeline.run()
                 result.wait_until_finish()
         else:
@@ -144,7 +153,7 @@ def run_tag_job(job: TagJob) -> TagResult:
 
 def build_tagging(
     pipeline: beam.Pipeline,
-    inputs: list[str],
+    matching: MatchInputs,
     card: ModelCard,
     handler: CardModelHandler,
     info: RunInfo,
@@ -154,7 +163,7 @@ def build_tagging(
 ) -> None:
     """Add the whole job to ``pipeline``: match, read, tag, write tags and dead letters, commit the run."""
     limits = {"max_pixels": max_pixels} if max_pixels else {}
-    uris = pipeline | "MatchInputs" >> MatchInputs(inputs)
+    uris = pipeline | "MatchInputs" >> matching
     images, read_failed, skipped = uris | "ReadImages" >> ReadImages(skip)
     tagged, tag_failed = images | "TagImages" >> TagImages(card, handler, **limits)
     failed = (read_failed, tag_failed) | "Failures" >> beam.Flatten()

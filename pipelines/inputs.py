@@ -1,21 +1,24 @@
 """Where the images come from: globs on any Beam filesystem, or a manifest file listing one URI per line.
 
-Matching runs inside the pipeline (``fileio.MatchAll``) so archives of millions of files never pass through
-the launching machine. Reading is a DoFn so an unreadable path becomes a dead letter (stage ``read``).
+Matching runs inside the pipeline, so on a distributed runner the list of URIs never passes through the
+launching machine. Reading is a DoFn so an unreadable path becomes a dead letter (stage ``read``).
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.progress import MATCHED_KIND, ProgressFile
 from pipelines.records import FAILED, MAIN, Failure, ImageInput
 from pipelines.transforms import failure_counter
+from pipelines.uri_shards import DEFAULT_SHARDS, ShardDealer, unpack
 from schemas.errors import UserError
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".list", ".manifest")
@@ -59,49 +62,81 @@ def check_inputs(patterns: list[str]) -> None:
             raise InputError(f"--input {pattern} matched no files")
 
 
-def count_local_inputs(patterns: list[str]) -> int | None:
-    """Total number of inputs for a progress ETA, when cheap to know (local paths only), else None."""
-    total = 0
-    for pattern in patterns:
-        if "://" in pattern:
-            return None
-        if is_manifest(pattern):
-            with open(pattern, encoding="utf-8") as fh:
-                total += sum(1 for line in fh if line.strip() and not line.startswith("#"))
-        else:
-            total += len(FileSystems.match([pattern])[0].metadata_list)
-    return total
+def read_manifest(manifest_uri: str) -> Iterator[str]:
+    """The URIs a manifest lists: one per line, blank lines and ``#`` comments skipped, relative entries resolved."""
+    with FileSystems.open(manifest_uri, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        for line in io.TextIOWrapper(raw, encoding="utf-8"):
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                yield resolve_entry(manifest_uri, entry)
+
+
+def expand_patterns(patterns: list[str]) -> Iterator[str]:
+    """Every URI the patterns name, each once, in listing order.
+
+    A single glob cannot name a file twice, so only several patterns or a manifest pay for the set of seen
+    URIs (about 150 bytes per URI, held by this one step while it lists)."""
+    uris = itertools.chain.from_iterable(
+        read_manifest(p) if is_manifest(p) else (m.path for m in FileSystems.match([p])[0].metadata_list)
+        for p in patterns
+    )
+    if len(patterns) == 1 and not is_manifest(patterns[0]):
+        yield from uris
+        return
+    seen: set[str] = set()
+    for uri in uris:
+        if uri not in seen:
+            seen.add(uri)
+            yield uri
+
+
+class _ExpandFn(beam.DoFn):
+    """All patterns -> (shard, packed URIs); also writes the matched total for the launcher's progress ETA."""
+
+    def __init__(self, num_shards: int, progress_dir: str | None) -> None:
+        self.num_shards, self.progress_dir = num_shards, progress_dir
+
+    def process(self, patterns: tuple[str, ...]) -> Iterable[tuple[int, bytes]]:
+        dealer = ShardDealer(self.num_shards)
+        yield from dealer.deal(expand_patterns(list(patterns)))
+        yield from dealer.flush()
+        if self.progress_dir:
+            matched = ProgressFile(self.progress_dir, MATCHED_KIND)
+            matched.add(dealer.dealt)
+            matched.flush()
 
 
 class MatchInputs(beam.PTransform):
-    """Patterns -> distinct input URIs (str). Globs use MatchAll; manifests are read as text, in parallel."""
+    """Patterns -> distinct input URIs (str), spread evenly over the workers.
 
-    def __init__(self, patterns: list[str]) -> None:
+    One step lists every pattern (a single glob is listed by one worker in ``fileio.MatchAll`` too) and
+    de-duplicates; the URIs then cross the stage boundary as compressed shards (:mod:`pipelines.uri_shards`)
+    so the in-process runner's memory does not grow with the archive. ``num_shards`` should be a multiple of
+    the local worker count. ``redistribute`` adds a per-URI ``Reshuffle`` for distributed runners, whose
+    shuffle lives outside the launching process and whose workers outnumber the shards.
+    """
+
+    def __init__(
+        self,
+        patterns: list[str],
+        *,
+        num_shards: int = DEFAULT_SHARDS,
+        redistribute: bool = False,
+        progress_dir: str | None = None,
+    ) -> None:
         super().__init__()
         self.patterns = list(patterns)
+        self.num_shards, self.redistribute, self.progress_dir = num_shards, redistribute, progress_dir
 
     def expand(self, pbegin):
-        globs = [p for p in self.patterns if not is_manifest(p)]
-        manifests = [p for p in self.patterns if is_manifest(p)]
-        branches = []
-        if globs:
-            branches.append(
-                pbegin
-                | "Globs" >> beam.Create(globs)
-                | "MatchAll" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-                | "Paths" >> beam.Map(lambda m: m.path)
-            )
-        for i, manifest in enumerate(manifests):
-            branches.append(
-                pbegin
-                | f"ReadManifest{i}" >> beam.io.ReadFromText(manifest)
-                | f"Entries{i}" >> beam.Map(str.strip)
-                | f"NoBlank{i}" >> beam.Filter(lambda line: bool(line) and not line.startswith("#"))
-                | f"Resolve{i}" >> beam.Map(lambda e, m=manifest: resolve_entry(m, e))
-            )
-        merged = branches[0] if len(branches) == 1 else tuple(branches) | "AllInputs" >> beam.Flatten()
-        # Distinct both de-duplicates overlapping globs and redistributes the work across workers.
-        return merged | "Distinct" >> beam.Distinct()
+        uris = (
+            pbegin
+            | "Patterns" >> beam.Create([tuple(self.patterns)])
+            | "ListAndDeal" >> beam.ParDo(_ExpandFn(self.num_shards, self.progress_dir))
+            | "GroupShards" >> beam.GroupByKey()
+            | "Unpack" >> beam.FlatMap(lambda shard: (uri for packed in shard[1] for uri in unpack(packed)))
+        )
+        return uris | "Redistribute" >> beam.Reshuffle() if self.redistribute else uris
 
 
 class _ReadFn(beam.DoFn):

@@ -13,6 +13,8 @@ import threading
 import time
 import uuid
 
+MATCHED_KIND = "matched"  # written once by the matching step: the number of inputs, for the ETA
+
 
 class ProgressFile:
     """A worker-side counter persisted to a small JSON file (throttled)."""
@@ -59,9 +61,11 @@ def format_progress(done: int, errors: int, elapsed: float, total: int | None) -
 
 
 class ProgressPrinter:
-    """Background thread printing one progress line every ``interval`` seconds to stderr."""
+    """Background thread printing one progress line every ``interval`` seconds to stderr.
 
-    def __init__(self, directory: str, total: int | None, interval: float = 5.0, stream=sys.stderr) -> None:
+    Without a ``total``, the count the matching step writes (kind ``matched``) gives the ETA once listed."""
+
+    def __init__(self, directory: str, total: int | None = None, interval: float = 5.0, stream=sys.stderr) -> None:
         self.directory, self.total, self.interval, self.stream = directory, total, interval, stream
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -78,7 +82,9 @@ class ProgressPrinter:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             counts = read_counts(self.directory)
+            matched = counts.pop(MATCHED_KIND, None)
+            total = self.total or matched
             done = sum(counts.values())
             if done:
-                line = format_progress(done, counts.get("failed", 0), time.monotonic() - self._start, self.total)
+                line = format_progress(done, counts.get("failed", 0), time.monotonic() - self._start, total)
                 print(f"progress: {line}", file=self.stream, flush=True)

@@ -42,3 +42,21 @@ def test_progress_files_sum_across_workers(tmp_path):
     b.add(2)
     failed.add()
     assert read_counts(str(tmp_path)) == {"tags": 5, "failed": 1}
+
+
+def test_progress_line_takes_its_total_from_the_matching_step(tmp_path):
+    import io
+    import time
+
+    from pipelines.progress import MATCHED_KIND, ProgressPrinter
+
+    ProgressFile(str(tmp_path), MATCHED_KIND, interval=0).add(20)
+    ProgressFile(str(tmp_path), "tags", interval=0).add(4)
+    ProgressFile(str(tmp_path), "failed", interval=0).add(1)
+    stream = io.StringIO()
+    with ProgressPrinter(str(tmp_path), interval=0.05, stream=stream):
+        deadline = time.monotonic() + 10
+        while "progress:" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    line = stream.getvalue().splitlines()[0]
+    assert line.startswith("progress: 5/20 images done") and ", 1 errors, ETA " in line
