@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
 import logging
 import os
 import sys
+from typing import Iterator
 
 from jobs.common_args import add_registry_arg, registry_root
 
@@ -33,10 +36,40 @@ def register(subparsers) -> None:
 
 
 class _DropNoise(logging.Filter):
-    """Beam's RunInference warns per worker that it cannot read memory usage once ModelManager is skipped."""
+    """Beam noise on every run: RunInference warns per worker that it cannot read memory usage once
+    ModelManager is skipped, and Beam's import warns that the BigQuery client libraries are absent."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Resource module is not available" not in record.getMessage()
+        message = record.getMessage()
+        return "Resource module is not available" not in message and "apitools not found" not in message
+
+
+class _HiddenPackage(importlib.abc.MetaPathFinder):
+    """Makes ``import <name>`` fail as if the package were not installed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name or fullname.startswith(self.name + "."):
+            raise ModuleNotFoundError(f"{fullname} is hidden while tagger tag runs", name=fullname)
+        return None
+
+
+@contextlib.contextmanager
+def _pandas_hidden(hide: bool) -> Iterator[None]:
+    """pandas looks absent: Beam's import only registers DataFrame converters with it, and pyarrow probes for
+    it on its first table, which made a worker import it (~0.3 s, under the GIL) in the middle of the run.
+    This job never converts to or from pandas."""
+    if not hide or "pandas" in sys.modules:
+        yield
+        return
+    finder = _HiddenPackage("pandas")
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def _quiet_startup(verbose: bool) -> None:
@@ -46,58 +79,51 @@ def _quiet_startup(verbose: bool) -> None:
         sys.modules.setdefault("apache_beam.ml.inference.model_manager", None)  # type: ignore[arg-type]
         for handler in logging.getLogger().handlers:
             handler.addFilter(_DropNoise())
-    _import_beam_without_pandas()
     if not verbose:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("__main__").setLevel(logging.WARNING)
 
 
-def _import_beam_without_pandas() -> None:
-    """Import Beam while pandas looks absent: Beam only registers DataFrame batch converters with it, which
-    this job never uses, and pandas is ~0.25 s of every run's start-up. pandas stays importable afterwards."""
-    if "apache_beam" in sys.modules or "pandas" in sys.modules:
-        return
-    sys.modules["pandas"] = None  # type: ignore[assignment]
-    try:
-        import apache_beam  # noqa: F401
-    finally:
-        if sys.modules.get("pandas", 0) is None:
-            del sys.modules["pandas"]
-
-
 def run(args: argparse.Namespace) -> int:
-    _quiet_startup(getattr(args, "verbose", False))
-    from pipelines.batch import TagJob, run_tag_job
-    from pipelines.summary import format_summary
+    # Only when this process is `tagger tag`: a caller running it in-process may need pandas afterwards, and
+    # pyarrow remembers a failed probe.
+    with _pandas_hidden(_is_own_process()):
+        _quiet_startup(getattr(args, "verbose", False))
+        from pipelines.batch import TagJob, run_tag_job
+        from pipelines.summary import format_summary
 
-    if args.batch_size < 1:
-        from schemas.errors import UserError
+        if args.batch_size < 1:
+            from schemas.errors import UserError
 
-        raise UserError("--batch-size must be at least 1")
-    job = TagJob(
-        inputs=args.input,
-        output=args.output,
-        registry_root=registry_root(args),
-        model_ref=args.model if "@" in args.model else f"{args.model}@production",
-        incremental=args.incremental,
-        beam_args=list(args.extra_args),
-        workers=args.workers,
-        batch_size=args.batch_size,
-        onnx_threads=args.onnx_threads,
-        max_pixels=args.max_pixels,
-    )
-    result = run_tag_job(job)
+            raise UserError("--batch-size must be at least 1")
+        job = TagJob(
+            inputs=args.input,
+            output=args.output,
+            registry_root=registry_root(args),
+            model_ref=args.model if "@" in args.model else f"{args.model}@production",
+            incremental=args.incremental,
+            beam_args=list(args.extra_args),
+            workers=args.workers,
+            batch_size=args.batch_size,
+            onnx_threads=args.onnx_threads,
+            max_pixels=args.max_pixels,
+        )
+        result = run_tag_job(job)
     output = args.output if "://" in args.output else os.path.abspath(args.output)
     print(format_summary(result, output), file=sys.stdout)
     _exit_now_if_top_level()
     return 0
 
 
+def _is_own_process() -> bool:
+    return os.path.basename(sys.argv[0]) == "tagger" and sys.argv[1:2] == ["tag"]
+
+
 def _exit_now_if_top_level() -> None:
     """When this process *is* ``tagger tag``, skip interpreter teardown once everything is committed and
     printed: freeing Beam's worker state, gRPC and the onnxruntime session costs ~0.25 s per run. Never
     when called in-process (tests, ``tagger demo``), where the caller continues."""
-    if os.path.basename(sys.argv[0]) != "tagger" or sys.argv[1:2] != ["tag"]:
+    if not _is_own_process():
         return
     logging.shutdown()
     sys.stdout.flush()
