@@ -27,7 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default="tagger@production", help="NAME@production or NAME@vN")
     parser.add_argument("--incremental", action="store_true",
                         help="skip images whose content this model version already tagged under --output")
-    parser.add_argument("--batch-size", type=int, default=32, help="max RunInference batch size")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="max RunInference batch size (0 = 8 for local CPU runs, 32 with a GPU or a distributed "
+                             "runner)")
     parser.add_argument("--workers", type=int, default=0, help="local worker threads (0 = one per core)")
     parser.add_argument("--onnx-threads", type=int, default=0,
                         help="onnxruntime intra-op threads per worker (0 = cores / workers locally)")
@@ -92,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
         from pipelines.batch import TagJob, run_tag_job
         from pipelines.summary import format_summary
 
-        if args.batch_size < 1:
+        if args.batch_size < 0:
             from schemas.errors import UserError
 
-            raise UserError("--batch-size must be at least 1")
+            raise UserError("--batch-size must be at least 1 (or 0 for the default)")
         job = TagJob(
             inputs=args.input,
             output=args.output,

@@ -17,7 +17,7 @@ from models import storage
 from models.registry import Registry
 from pipelines.catalog import tagged_hashes
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs
-from pipelines.model_handler import CardModelHandler, discard_preloaded, preload_session
+from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
 from pipelines.progress import ProgressPrinter
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.transforms import TagImages
@@ -34,6 +34,11 @@ LOCAL_RUNNER = "FnApiRunner"
 # subprocess workers pay a Beam import per worker and gRPC copies (0.5x). Override with --direct_running_mode.
 LOCAL_RUNNING_MODE = "multi_threading"
 SHARDS_PER_LOCAL_WORKER = 32
+# RunInference's max batch. With one onnxruntime thread per local worker, small batches are as fast per image
+# as big ones (MobileNetV2 at 224: 7.6 ms at 8, 8.7 ms at 32) and hold a quarter of the activations: measured
+# `tagger tag` peak 0.65 GB at 8 vs 1.2-1.3 GB at 32. GPUs and many-core remote workers want bigger batches.
+LOCAL_CPU_BATCH = 8
+GPU_OR_REMOTE_BATCH = 32
 
 
 @dataclass
@@ -47,7 +52,7 @@ class TagJob:
     incremental: bool = False
     beam_args: list[str] = field(default_factory=list)
     workers: int = 0  # local runs: 0 = one per core
-    batch_size: int = 32
+    batch_size: int = 0  # 0 = default_batch_size()
     onnx_threads: int = 0  # 0 = cores / workers
     max_pixels: int | None = None
     progress_interval: float = 5.0
@@ -73,6 +78,15 @@ def local_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, 
     )
     workers = options.view_as(DirectOptions).direct_num_workers or workers
     return options, workers
+
+
+def default_batch_size(local: bool) -> int:
+    """8 for local runs on CPU, 32 with a local GPU or on a distributed runner (see LOCAL_CPU_BATCH)."""
+    if not local:
+        return GPU_OR_REMOTE_BATCH
+    import onnxruntime as ort
+
+    return GPU_OR_REMOTE_BATCH if CUDA in choose_providers(ort.get_available_providers()) else LOCAL_CPU_BATCH
 
 
 def run_tag_job(job: TagJob) -> TagResult:
@@ -110,12 +124,13 @@ def run_tag_job(job: TagJob) -> TagResult:
         skip = tagged_hashes(output, card.name, card.version)
         LOG.info("--incremental: %d images already tagged by %s will be skipped", len(skip), card.ref)
 
+    batch_size = job.batch_size or default_batch_size(local)
     handler = CardModelHandler(
         registry.root,
         card.ref,
         intra_op_threads=job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local else 0),
-        min_batch_size=max(1, job.batch_size // 2),
-        max_batch_size=job.batch_size,
+        min_batch_size=max(1, batch_size // 2),
+        max_batch_size=batch_size,
     )
     if local and "multi_processing" not in (options.view_as(DirectOptions).direct_running_mode or ""):
         # Same process as the workers: build the (already sha256-verified) session while Beam sets up.
