@@ -1,0 +1,56 @@
+"""The baseline `tagger tag` is measured against: a plain single-process loop, what a careful engineer would
+write without Beam. Read, Pillow decode (JPEG draft), resize/normalise, ``session.run`` in batches of 32 with
+onnxruntime's default threading (all cores). Same decode and preprocess functions as the pipeline.
+
+Run alone it is timed like ``tagger tag`` (process start to exit, imports and session build included):
+
+    .venv/bin/python bench/plain_loop.py 'DIR/*.jpg' REGISTRY bench@v1
+
+It imports only what the loop needs (numpy, Pillow, onnxruntime, the registry, decode, preprocess).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from models.registry import Registry  # noqa: E402
+from pipelines.decode import decode_image  # noqa: E402
+from pipelines.preprocess import draft_size_for, preprocess  # noqa: E402
+
+
+def plain_loop(pattern: str, registry: str, ref: str, batch: int = 32) -> tuple[int, float]:
+    """(images, seconds) of the loop, timed from after the session is built to the last batch."""
+    loaded = Registry(registry).load(ref)
+    card = loaded.card
+    session = ort.InferenceSession(loaded.model_path, providers=["CPUExecutionProvider"])
+    files = sorted(glob.glob(pattern))
+    draft = draft_size_for(card.preprocessing)
+    start = time.perf_counter()
+    pending: list[np.ndarray] = []
+    done = 0
+    for path in files:
+        with open(path, "rb") as fh:
+            decoded = decode_image(fh.read(), draft_size=draft)
+        pending.append(preprocess(decoded.image, card.preprocessing))
+        if len(pending) == batch:
+            session.run([card.output_name], {card.input_name: np.stack(pending)})
+            done += len(pending)
+            pending = []
+    if pending:
+        session.run([card.output_name], {card.input_name: np.stack(pending)})
+        done += len(pending)
+    return done, time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    images, seconds = plain_loop(*sys.argv[1:4])
+    print(f"{images} images in {seconds:.3f} s")
