@@ -122,3 +122,27 @@ def test_runner_choice_and_beam_option_pass_through():
     assert options.get_all_options()["direct_running_mode"] == "multi_threading"
     _, workers = local_options([], 0)
     assert workers == os.cpu_count()
+
+
+def test_tag_writer_keeps_each_rows_probabilities_across_row_groups_and_class_lists(tmp_path, monkeypatch):
+    """A bundle whose rows change class list (a streaming model swap) and span several row groups reads back
+    with every row's own probabilities."""
+    import duckdb
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from pipelines import sinks
+    from pipelines.records import ImageInfo, Tagged
+
+    monkeypatch.setattr(sinks, "ROW_GROUP_VALUES", 40)  # ~2-3 rows per row group
+    rows = []
+    for i in range(9):
+        classes = ("cat", "dog") if i < 5 else ("cat", "dog", "fox")
+        probs = {c: round(0.1 * i + 0.01 * j, 4) for j, c in enumerate(classes)}
+        rows.append(Tagged(ImageInfo(f"/a/{i}.jpg", f"{i:064x}", 10, 10, "JPEG"), (), probs, "m", "v1"))
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        _ = p | beam.Create(rows, reshuffle=False) | sinks.WriteRows("tags", str(tmp_path), "run1")
+    (path,) = list(tmp_path.glob("tags-*.parquet"))
+    got = duckdb.sql(f"SELECT image_uri, map_keys(probabilities), map_values(probabilities) FROM '{path}'").fetchall()
+    assert sorted(got) == sorted(
+        (t.info.uri, list(t.probabilities), pytest.approx(list(t.probabilities.values()))) for t in rows
+    )
