@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from models import storage
 from models.registry import Registry
-from pipelines.catalog import tagged_hashes
+from pipelines.incremental import AlreadyTagged
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
 from pipelines.progress import ProgressPrinter
@@ -117,12 +117,14 @@ def run_tag_job(job: TagJob) -> TagResult:
         incremental=job.incremental,
         inputs=list(job.inputs),
     )
-    skip = frozenset()
+    already_tagged = None
     if job.incremental:
         if not storage.is_local(output):
             raise UserError("--incremental needs a local (or mounted) --output to read earlier runs")
-        skip = tagged_hashes(output, card.name, card.version)
-        LOG.info("--incremental: %d images already tagged by %s will be skipped", len(skip), card.ref)
+        already_tagged = AlreadyTagged(output, card.name, card.version, info.run_id)
+        # Loaded here for the log line; in-process workers share this copy.
+        LOG.info("--incremental: %d images already tagged by %s will be skipped", len(already_tagged.load()),
+                 card.ref)
 
     batch_size = job.batch_size or default_batch_size(local)
     handler = CardModelHandler(
@@ -146,7 +148,7 @@ def run_tag_job(job: TagJob) -> TagResult:
         redistribute=not local,
         progress_dir=progress_dir,
     )
-    build_tagging(pipeline, matching, card, handler, info, skip, progress_dir, job.max_pixels)
+    build_tagging(pipeline, matching, card, handler, info, already_tagged, progress_dir, job.max_pixels)
 
     try:
         if local and progress_dir:
@@ -158,6 +160,8 @@ def run_tag_job(job: TagJob) -> TagResult:
             result.wait_until_finish()
     finally:
         discard_preloaded()
+        if already_tagged:
+            already_tagged.release()
 
     manifest_path = storage.join(output, manifest_name(info.run_id))
     if not storage.exists(manifest_path):
@@ -172,14 +176,14 @@ def build_tagging(
     card: ModelCard,
     handler: CardModelHandler,
     info: RunInfo,
-    skip: frozenset[str] = frozenset(),
+    already_tagged: AlreadyTagged | None = None,
     progress_dir: str | None = None,
     max_pixels: int | None = None,
 ) -> None:
     """Add the whole job to ``pipeline``: match, read, tag, write tags and dead letters, commit the run."""
     limits = {"max_pixels": max_pixels} if max_pixels else {}
     uris = pipeline | "MatchInputs" >> matching
-    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(skip)
+    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(already_tagged)
     tagged, tag_failed = images | "TagImages" >> TagImages(card, handler, **limits)
     failed = (read_failed, tag_failed) | "Failures" >> beam.Flatten()
     written = (

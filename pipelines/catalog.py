@@ -74,13 +74,13 @@ def run_query(con, name: str, params: dict[str, Any] | None = None) -> tuple[lis
     return [d[0] for d in cursor.description], cursor.fetchall()
 
 
-def tagged_hashes(output: str, model_name: str, model_version: str) -> frozenset[str]:
-    """Content hashes already tagged by this model version in committed runs (for ``--incremental``)."""
+def tagged_hashes(output: str, model_name: str, model_version: str) -> frozenset[bytes]:
+    """Content sha256 digests (32 raw bytes) already tagged by this model version in committed runs."""
     if not os.path.isdir(output):
         return frozenset()
     con = connect(output)
     rows = con.execute(
-        "SELECT DISTINCT content_sha256 FROM tags WHERE model_name = ? AND model_version = ?",
+        "SELECT DISTINCT unhex(content_sha256) FROM tags WHERE model_name = ? AND model_version = ?",
         [model_name, model_version],
     ).fetchall()
-    return frozenset(r[0] for r in rows)
+    return frozenset(bytes(r[0]) for r in rows)

@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines.incremental import AlreadyTagged
 from pipelines.progress import MATCHED_KIND, ProgressFile
 from pipelines.records import FAILED, MAIN, Failure, ImageInput
 from pipelines.transforms import failure_counter
@@ -140,8 +141,11 @@ class MatchInputs(beam.PTransform):
 
 
 class _ReadFn(beam.DoFn):
-    def __init__(self, skip_sha256: frozenset[str] = frozenset()) -> None:
-        self.skip = skip_sha256
+    def __init__(self, already_tagged: AlreadyTagged | None = None) -> None:
+        self.already_tagged = already_tagged
+
+    def setup(self) -> None:
+        self.skip = self.already_tagged.load() if self.already_tagged else frozenset()
 
     def process(self, uri: str) -> Iterable:
         try:
@@ -152,20 +156,23 @@ class _ReadFn(beam.DoFn):
             message = str(exc).replace("\n", " ")[:500]
             yield beam.pvalue.TaggedOutput(FAILED, Failure(uri, "read", type(exc).__name__, message))
             return
-        sha256 = hashlib.sha256(data).hexdigest() if self.skip else None
-        if sha256 in self.skip:
+        if not self.skip:
+            yield ImageInput(uri, data, None)  # decode hashes it
+            return
+        digest = hashlib.sha256(data).digest()
+        if digest in self.skip:
             yield beam.pvalue.TaggedOutput(SKIPPED, uri)
             return
-        yield ImageInput(uri, data, sha256)
+        yield ImageInput(uri, data, digest.hex())
 
 
 class ReadImages(beam.PTransform):
     """URI -> ImageInput | Failure(stage='read') | skipped URI (content already tagged by this model version)."""
 
-    def __init__(self, skip_sha256: frozenset[str] = frozenset()) -> None:
+    def __init__(self, already_tagged: AlreadyTagged | None = None) -> None:
         super().__init__()
-        self.skip_sha256 = frozenset(skip_sha256)
+        self.already_tagged = already_tagged
 
     def expand(self, pcoll):
-        result = pcoll | beam.ParDo(_ReadFn(self.skip_sha256)).with_outputs(FAILED, SKIPPED, main=MAIN)
+        result = pcoll | beam.ParDo(_ReadFn(self.already_tagged)).with_outputs(FAILED, SKIPPED, main=MAIN)
         return result[MAIN], result[FAILED], result[SKIPPED]
