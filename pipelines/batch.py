@@ -183,7 +183,7 @@ def build_tagging(
     """Add the whole job to ``pipeline``: match, read, tag, write tags and dead letters, commit the run."""
     limits = {"max_pixels": max_pixels} if max_pixels else {}
     uris = pipeline | "MatchInputs" >> matching
-    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(already_tagged)
+    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(already_tagged, progress_dir)
     tagged, tag_failed = images | "TagImages" >> TagImages(card, handler, **limits)
     failed = (read_failed, tag_failed) | "Failures" >> beam.Flatten()
     written = (

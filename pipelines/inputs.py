@@ -141,11 +141,13 @@ class MatchInputs(beam.PTransform):
 
 
 class _ReadFn(beam.DoFn):
-    def __init__(self, already_tagged: AlreadyTagged | None = None) -> None:
-        self.already_tagged = already_tagged
+    def __init__(self, already_tagged: AlreadyTagged | None = None, progress_dir: str | None = None) -> None:
+        self.already_tagged, self.progress_dir = already_tagged, progress_dir
 
     def setup(self) -> None:
         self.skip = self.already_tagged.load() if self.already_tagged else frozenset()
+        # Skipped inputs count as done in the launcher's progress line, so its ETA reaches the matched total.
+        self.skipped = ProgressFile(self.progress_dir, SKIPPED) if self.progress_dir and self.skip else None
 
     def process(self, uri: str) -> Iterable:
         try:
@@ -161,18 +163,25 @@ class _ReadFn(beam.DoFn):
             return
         digest = hashlib.sha256(data).digest()
         if digest in self.skip:
+            if self.skipped:
+                self.skipped.add()
             yield beam.pvalue.TaggedOutput(SKIPPED, uri)
             return
         yield ImageInput(uri, data, digest.hex())
+
+    def finish_bundle(self) -> None:
+        if self.skipped:
+            self.skipped.flush()
 
 
 class ReadImages(beam.PTransform):
     """URI -> ImageInput | Failure(stage='read') | skipped URI (content already tagged by this model version)."""
 
-    def __init__(self, already_tagged: AlreadyTagged | None = None) -> None:
+    def __init__(self, already_tagged: AlreadyTagged | None = None, progress_dir: str | None = None) -> None:
         super().__init__()
-        self.already_tagged = already_tagged
+        self.already_tagged, self.progress_dir = already_tagged, progress_dir
 
     def expand(self, pcoll):
-        result = pcoll | beam.ParDo(_ReadFn(self.already_tagged)).with_outputs(FAILED, SKIPPED, main=MAIN)
+        fn = _ReadFn(self.already_tagged, self.progress_dir)
+        result = pcoll | beam.ParDo(fn).with_outputs(FAILED, SKIPPED, main=MAIN)
         return result[MAIN], result[FAILED], result[SKIPPED]
