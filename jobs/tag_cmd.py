@@ -87,9 +87,10 @@ def _quiet_startup(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Only when this process is `tagger tag`: a caller running it in-process may need pandas afterwards, and
-    # pyarrow remembers a failed probe.
-    with _pandas_hidden(_is_own_process()):
+    # Only when this process is `tagger tag` (a caller running it in-process may need pandas afterwards, and
+    # pyarrow remembers a failed probe) and runs the pipeline itself (a remote runner's submission code is
+    # not ours to second-guess).
+    with _pandas_hidden(_is_own_process() and _runs_locally(list(args.extra_args))):
         _quiet_startup(getattr(args, "verbose", False))
         from pipelines.batch import TagJob, run_tag_job
         from pipelines.summary import format_summary
@@ -115,6 +116,19 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(result, output), file=sys.stdout)
     _exit_now_if_top_level()
     return 0
+
+
+def _runs_locally(beam_args: list[str]) -> bool:
+    """No --runner, or a local one (the same rule as pipelines.batch.is_local_run, without importing Beam)."""
+    runner = None
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--runner="):
+            runner = arg.split("=", 1)[1]
+        elif arg == "--runner" and i + 1 < len(beam_args):
+            runner = beam_args[i + 1]
+    from pipelines.runner_names import LOCAL_RUNNERS
+
+    return runner is None or runner in LOCAL_RUNNERS
 
 
 def _is_own_process() -> bool:

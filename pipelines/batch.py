@@ -19,6 +19,7 @@ from pipelines.incremental import AlreadyTagged
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
 from pipelines.progress import ProgressPrinter
+from pipelines.runner_names import LOCAL_RUNNERS
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.transforms import TagImages
 from pipelines.uri_shards import DEFAULT_SHARDS
@@ -67,7 +68,7 @@ class TagResult:
 def is_local_run(beam_args: list[str]) -> bool:
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner
-    return runner is None or runner in ("DirectRunner", "FnApiRunner", "PrismRunner")
+    return runner is None or runner in LOCAL_RUNNERS
 
 
 def local_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, int]:

@@ -115,8 +115,13 @@ def test_runner_choice_and_beam_option_pass_through():
 
     from pipelines.batch import is_local_run, local_options
 
+    from jobs.tag_cmd import _runs_locally
+
     assert is_local_run([]) and is_local_run(["--runner=DirectRunner"])
     assert not is_local_run(["--runner=DataflowRunner"]) and not is_local_run(["--runner=FlinkRunner"])
+    for args in ([], ["--runner=DirectRunner"], ["--runner", "FnApiRunner"], ["--runner=DataflowRunner"],
+                 ["--runner", "FlinkRunner", "--parallelism=4"]):
+        assert _runs_locally(args) == is_local_run(args), args  # the CLI decides before importing Beam
     options, workers = local_options(["--direct_num_workers=1", "--project=acme"], 0)
     assert workers == 1 and options.view_as(GoogleCloudOptions).project == "acme"
     assert options.get_all_options()["direct_running_mode"] == "multi_threading"
