@@ -127,7 +127,7 @@ class _WriteParquetFn(beam.DoFn):
     def _buffer_probabilities(self, probabilities: dict[str, float]) -> None:
         keys = tuple(probabilities)
         if keys != self.probability_keys:
-            self._flush()  # a row group holds one class list (a model change mid-bundle: only in streaming)
+            self._flush()  # a row group holds one class list (rows of two models in one bundle stay correct)
             self.probability_keys = keys
         self.probabilities.append(np.fromiter(probabilities.values(), np.float32, count=len(keys)))
 

@@ -130,8 +130,8 @@ def test_runner_choice_and_beam_option_pass_through():
 
 
 def test_tag_writer_keeps_each_rows_probabilities_across_row_groups_and_class_lists(tmp_path, monkeypatch):
-    """A bundle whose rows change class list (a streaming model swap) and span several row groups reads back
-    with every row's own probabilities."""
+    """A bundle whose rows change class list (two models' rows) and span several row groups reads back with
+    every row's own probabilities."""
     import duckdb
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
