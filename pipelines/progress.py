@@ -63,10 +63,10 @@ def format_progress(done: int, errors: int, elapsed: float, total: int | None) -
 class ProgressPrinter:
     """Background thread printing one progress line every ``interval`` seconds to stderr.
 
-    Without a ``total``, the count the matching step writes (kind ``matched``) gives the ETA once listed."""
+    The total for the ETA is the count the matching step writes (kind ``matched``), once it has listed."""
 
-    def __init__(self, directory: str, total: int | None = None, interval: float = 5.0, stream=sys.stderr) -> None:
-        self.directory, self.total, self.interval, self.stream = directory, total, interval, stream
+    def __init__(self, directory: str, interval: float = 5.0, stream=sys.stderr) -> None:
+        self.directory, self.interval, self.stream = directory, interval, stream
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._start = time.monotonic()
@@ -82,8 +82,7 @@ class ProgressPrinter:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             counts = read_counts(self.directory)
-            matched = counts.pop(MATCHED_KIND, None)
-            total = self.total or matched
+            total = counts.pop(MATCHED_KIND, None)
             done = sum(counts.values())
             if done:
                 line = format_progress(done, counts.get("failed", 0), time.monotonic() - self._start, total)
