@@ -9,19 +9,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from schemas.errors import UserError
+from schemas import json_values
+from schemas.json_values import JSONValueError
+from schemas.model_refs import RefError, check_name, check_version
 
 CARD_FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+CARD_FILE = "card.json"
+MAX_INPUT_SIZE = 4096  # a 4096^2 RGB float32 tensor is 200 MB per image already
+_SHA256 = re.compile("[0-9a-f]{64}")
+_FILE_NAME = re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 ResizePolicy = Literal["stretch", "shorter_side_center_crop"]
 OutputKind = Literal["probabilities", "logits"]
 
 
-class CardError(UserError, ValueError):
-    """A card that is missing fields or contradicts itself."""
+class CardError(JSONValueError):
+    """A card that is missing fields, holds a value of the wrong type or contradicts itself."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +54,21 @@ class Preprocessing:
     dtype: Literal["float32"] = "float32"
 
     def __post_init__(self) -> None:
-        if self.input_size <= 0:
-            raise CardError(f"preprocessing.input_size must be positive, got {self.input_size}")
+        if not 0 < self.input_size <= MAX_INPUT_SIZE:
+            raise CardError(f"preprocessing.input_size must be in 1..{MAX_INPUT_SIZE}, got {self.input_size}")
         if self.resize not in ("stretch", "shorter_side_center_crop"):
             raise CardError(f"preprocessing.resize: unknown policy {self.resize!r}")
-        if self.resize == "shorter_side_center_crop" and self.resize_shorter < self.input_size:
-            raise CardError("preprocessing.resize_shorter must be >= input_size for a centre crop")
+        if not self.input_size <= self.resize_shorter <= 2 * MAX_INPUT_SIZE and self.resize != "stretch":
+            raise CardError("preprocessing.resize_shorter must be >= input_size for a centre crop "
+                            f"(and <= {2 * MAX_INPUT_SIZE})")
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise CardError("preprocessing.mean and std need three values, std positive")
+        if not all(math.isfinite(v) for v in (self.scale, *self.mean, *self.std)) or self.scale <= 0:
+            raise CardError("preprocessing.scale, mean and std must be finite numbers, scale positive")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise CardError(f"preprocessing: unknown fields {sorted(unknown)}")
-        values = dict(data)
-        for key in ("mean", "std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+    def from_dict(cls, data: Mapping[str, Any], path: str = "preprocessing") -> "Preprocessing":
+        return cls(**json_values.check_fields(cls, data, path))
 
 
 @dataclass(frozen=True)
@@ -90,13 +94,23 @@ class ModelCard:
     gate: Mapping[str, Any] = field(default_factory=dict)
     library_versions: Mapping[str, str] = field(default_factory=dict)
     format_version: int = CARD_FORMAT_VERSION
+    # sha256 of every other file of the version (report, variants...), filled in by the registry on publish
+    files: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or "@" in self.name:
-            raise CardError(f"card.name must be a plain name without '/' or '@', got {self.name!r}")
+        try:
+            check_name(self.name, "card.name")
+            if self.version:
+                check_version(self.version, "card.version")
+        except RefError as exc:
+            raise CardError(str(exc)) from None
         if not self.classes:
             raise CardError("card.classes is empty")
-        if len(set(self.classes)) != len(self.classes):
+        for i, name in enumerate(self.classes):
+            if not isinstance(name, str) or not name.strip() or any(unicodedata.category(ch) == "Cc" for ch in name):
+                raise CardError(f"card.classes[{i}] must be a non-blank name without control characters, "
+                                f"got {name!r}")
+        if len({unicodedata.normalize("NFC", c) for c in self.classes}) != len(self.classes):
             raise CardError("card.classes has duplicates")
         missing = [c for c in self.classes if c not in self.thresholds]
         if missing:
@@ -105,10 +119,24 @@ class ModelCard:
         if extra:
             raise CardError(f"card.thresholds names unknown classes {extra[:5]}")
         for cls_name, value in self.thresholds.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise CardError(f"card.thresholds[{cls_name!r}] must be a probability in [0, 1], got {value!r}")
         if self.outputs not in ("probabilities", "logits"):
             raise CardError(f"card.outputs must be 'probabilities' or 'logits', got {self.outputs!r}")
+        for file_name, digest in self.artifact_digests().items():
+            if _FILE_NAME.fullmatch(file_name) is None or file_name == CARD_FILE:
+                raise CardError(f"card.files: {file_name!r} is not a plain file name of the version")
+            if _SHA256.fullmatch(digest) is None:
+                raise CardError(f"card.files[{file_name!r}] must be a lower-case hex sha256, got {digest[:80]!r}")
+        if self.files.get(MODEL_FILE, self.onnx_sha256) != self.onnx_sha256:
+            raise CardError(f"card.files[{MODEL_FILE!r}] and card.onnx_sha256 disagree")
+
+    def artifact_digests(self) -> dict[str, str]:
+        """{file name: sha256} of every file of the version this card vouches for (model.onnx included)."""
+        listed = dict(self.files)
+        if self.onnx_sha256:
+            listed[MODEL_FILE] = self.onnx_sha256
+        return listed
 
     @property
     def threshold_vector(self) -> list[float]:
@@ -132,30 +160,25 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelCard":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise CardError(f"card: unknown fields {sorted(unknown)}")
-        for required in ("name", "version", "classes", "thresholds"):
-            if required not in data:
-                raise CardError(f"card: missing required field {required!r}")
-        fmt = int(data.get("format_version", CARD_FORMAT_VERSION))
-        if fmt > CARD_FORMAT_VERSION:
-            raise CardError(f"card format {fmt} is newer than this code understands ({CARD_FORMAT_VERSION})")
-        values = dict(data)
-        values["classes"] = tuple(values["classes"])
-        values["thresholds"] = {str(k): float(v) for k, v in values["thresholds"].items()}
-        values["preprocessing"] = Preprocessing.from_dict(values.get("preprocessing", {}))
-        return cls(**values)
+        """A card from a JSON object; every field is type-checked and errors name the field."""
+        try:
+            fmt = data.get("format_version", CARD_FORMAT_VERSION) if isinstance(data, Mapping) else None
+            if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > CARD_FORMAT_VERSION:
+                raise CardError(f"card format {fmt} is newer than this code understands ({CARD_FORMAT_VERSION})")
+            return cls(**json_values.check_fields(cls, data))
+        except CardError:
+            raise
+        except JSONValueError as exc:
+            raise CardError(str(exc)) from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "ModelCard":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CardError(f"card.json is not valid JSON: {exc}") from exc
+            data = json_values.loads_strict(text)
+        except JSONValueError as exc:
+            raise CardError(f"card.json {exc}") from None
         if not isinstance(data, dict):
-            raise CardError("card.json must hold a JSON object")
+            raise CardError(f"card.json must hold a JSON object, got {json_values.describe(data)}")
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "ModelCard":

@@ -29,7 +29,7 @@ def test_card_round_trips_through_json():
         ({"thresholds": {"cat": 0.3, "dog": 1.5}}, "must be a probability"),
         ({"thresholds": {"cat": 0.3, "dog": 0.5, "cow": 0.5}}, "unknown classes \\['cow'\\]"),
         ({"classes": ("cat", "cat")}, "duplicates"),
-        ({"name": "a/b"}, "plain name"),
+        ({"name": "a/b"}, "invalid card.name .a/b."),
         ({"outputs": "scores"}, "'probabilities' or 'logits'"),
     ],
 )
