@@ -35,14 +35,15 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str, limit: int = -1) -> bytes:
+    """The file's bytes (at most ``limit`` of them when given)."""
     if is_local(path):
         with open(_local(path), "rb") as fh:
-            return fh.read()
+            return fh.read(limit)
     from apache_beam.io.filesystems import FileSystems
 
     with FileSystems.open(path) as fh:
-        return fh.read()
+        return fh.read(limit)
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
