@@ -1,18 +1,21 @@
-"""``tagger models list|show|promote|rollback``: inspect and move the registry's aliases."""
+"""``tagger models list|show|promote|rollback|seal``: inspect and move the registry's aliases."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from jobs.common_args import add_registry_arg, registry_root
-from models.registry import PRODUCTION, Registry, parse_ref
+from models.registry import PRODUCTION, Registry, RegistryError, parse_ref
+from schemas.model_refs import is_version
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="list, inspect, promote and roll back model versions")
     sub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
-    p_list = sub.add_parser("list", help="every model and version, with its production alias and mAP")
+    p_list = sub.add_parser("list", help="every model and version, with its production alias and mAP; "
+                            "broken versions are listed as BROKEN with the reason (exit status 1)")
     add_registry_arg(p_list)
     p_list.set_defaults(func=_list)
 
@@ -32,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_registry_arg(p_rollback)
     p_rollback.set_defaults(func=_rollback)
 
+    p_seal = sub.add_parser("seal", help="record the card digest of a version published before seals existed "
+                            "(NAME@vN), after checking its files against the card")
+    p_seal.add_argument("ref")
+    p_seal.add_argument("--reason", required=True, help="why this card is trusted (kept in the seal)")
+    add_registry_arg(p_seal)
+    p_seal.set_defaults(func=_seal)
+
 
 def _list(args: argparse.Namespace) -> int:
     registry = Registry(registry_root(args))
@@ -39,29 +49,41 @@ def _list(args: argparse.Namespace) -> int:
     if not names:
         print(f"no models in {registry.root}")
         return 0
+    broken = 0
     print(f"{'MODEL':<20} {'VERSION':<8} {'ALIAS':<11} {'mAP':>7}  CREATED")
     for name in names:
-        production = registry.alias(name)
+        try:
+            production = registry.alias(name)
+        except RegistryError as exc:
+            production, broken = None, broken + 1
+            print(f"{name:<20} {'-':<8} {'BROKEN':<11} {'-':>7}  {exc}")
         for version in registry.versions(name):
-            card = registry.card(name, version)
-            m_ap = card.metrics.get("test", {}).get("mAP") if isinstance(card.metrics, dict) else None
-            shown = f"{m_ap:.4f}" if isinstance(m_ap, (int, float)) else "-"
+            try:
+                card = registry.card(name, version)
+            except RegistryError as exc:
+                broken += 1
+                print(f"{name:<20} {version:<8} {'BROKEN':<11} {'-':>7}  {exc}")
+                continue
+            test = card.metrics.get("test") if isinstance(card.metrics, dict) else None
+            m_ap = test.get("mAP") if isinstance(test, dict) else None
+            shown = f"{m_ap:.4f}" if isinstance(m_ap, (int, float)) and not isinstance(m_ap, bool) else "-"
             alias = PRODUCTION if version == production else ""
             print(f"{name:<20} {version:<8} {alias:<11} {shown:>7}  {card.created_at}")
-    return 0
+    if broken:
+        print(f"tagger models list: {broken} broken entr{'y' if broken == 1 else 'ies'} (see BROKEN rows)",
+              file=sys.stderr)
+    return 1 if broken else 0
 
 
 def _show(args: argparse.Namespace) -> int:
     registry = Registry(registry_root(args))
-    name, version = registry.resolve(args.ref)
-    print(json.dumps(registry.card(name, version).to_dict(), indent=2, sort_keys=True))
+    print(json.dumps(registry.card_of(args.ref).to_dict(), indent=2, sort_keys=True))
     return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
     registry = Registry(registry_root(args))
-    name, which = parse_ref(args.ref)
-    name, version = registry.resolve(f"{name}@{which}")
+    name, version = registry.resolve(args.ref)
     previous = registry.alias(name)
     registry.promote(name, version, reason=args.reason)
     print(f"{name}@{PRODUCTION}: {previous or '(none)'} -> {version}")
@@ -73,4 +95,13 @@ def _rollback(args: argparse.Namespace) -> int:
     current = registry.alias(args.name)
     version = registry.rollback(args.name)
     print(f"{args.name}@{PRODUCTION}: {current} -> {version} (rolled back)")
+    return 0
+
+
+def _seal(args: argparse.Namespace) -> int:
+    name, version = parse_ref(args.ref)
+    if not is_version(version):
+        raise RegistryError(f"seal needs a concrete version NAME@vN, got {args.ref!r}")
+    done = Registry(registry_root(args)).seal(name, version, args.reason)
+    print(f"{name}@{version}: {'sealed' if done else 'already sealed with this card'}")
     return 0

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset folder (labels.csv or labels.parquet), a manifest .csv/.parquet, a COCO "
                    "instances .json, or a Pascal VOC folder (Annotations/ + JPEGImages/)")
     add_registry_arg(p)
-    p.add_argument("--name", default="tagger", help="model name in the registry (default: tagger)")
+    p.add_argument("--name", default="tagger", type=_model_name, help="model name in the registry (default: tagger)")
     p.add_argument("--arch", default="mobilenet_v2", choices=ARCHS, help="backbone (default: mobilenet_v2)")
     p.add_argument("--epochs", type=int, default=10, help="maximum epochs (default: 10; early stopping on val mAP)")
     p.add_argument("--warmup-epochs", type=int, default=2, help="head-only epochs with a frozen backbone (default: 2)")
@@ -46,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--work-dir", help="checkpoints, exported model and data report (default: var/train/NAME-TIME)")
     p.add_argument("--resume", help="checkpoint.pt to continue from (its arguments are reused)")
     p.set_defaults(func=run)
+
+
+def _model_name(text: str) -> str:
+    """Checked before hours of training, not at publishing time."""
+    from schemas.model_refs import RefError, check_name
+
+    try:
+        return check_name(text)
+    except RefError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

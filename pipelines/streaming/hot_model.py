@@ -19,7 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import PredictionResult
 
-from models.registry import Registry, parse_ref
+from models.registry import Registry, RegistryError, parse_ref
 from pipelines.model_handler import CardModelHandler, CardSession, create_session
 from schemas.card import ModelCard
 
@@ -93,7 +93,17 @@ class HotReloadModelHandler(CardModelHandler):
                 return False
             if version == model.card.version or version in self._refused:
                 return False
-            loaded = registry.load(f"{name}@{version}")
+            try:
+                loaded = registry.load(self.model_ref)  # the card must match what the alias recorded, too
+            except RegistryError as exc:  # tampered, malformed or corrupt: never serve it, say so once
+                self._refused.add(version)
+                LOG.error("not switching to %s@%s, keeping %s: %s", name, version, model.card.ref, exc)
+                return False
+            except Exception as exc:  # a transient store error: try again at the next check
+                LOG.warning("model reload of %s@%s failed, keeping %s: %s", name, version, model.card.ref, exc)
+                return False
+            if loaded.card.version != version:  # the alias moved again between the two reads
+                return False
             if not swappable(model.card, loaded.card):
                 self._refused.add(version)
                 LOG.error("%s@%s changes preprocessing/classes; restart the job to use it (keeping %s)",

@@ -180,11 +180,15 @@ class _ThresholdByVersionFn(beam.DoFn):
         if item.failure:
             yield item
             return
-        from models.registry import Registry
+        from models.registry import Registry, RegistryError
 
         info, probabilities, name, version = item.value
         if (name, version) not in self.cards:
-            self.cards[(name, version)] = Registry(self.registry_root).card(name, version)
+            try:
+                self.cards[(name, version)] = Registry(self.registry_root).card(name, version)
+            except RegistryError as exc:  # its card changed or broke since the model was loaded: no honest tags
+                yield item.failed("inference", "model_card_invalid", str(exc))
+                return
         card = self.cards[(name, version)]
         try:
             tags, probs = apply_thresholds(probabilities, card.classes, card.threshold_vector)
