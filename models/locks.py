@@ -19,14 +19,17 @@ DEFAULT_TIMEOUT_S = 120.0
 
 
 class LockTimeout(UserError):
-    """The lock stayed taken for longer than the caller was willing to wait."""
+    """The lock could not be taken: held for longer than the caller would wait, or not creatable."""
 
 
 @contextlib.contextmanager
 def file_lock(path: str, what: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if needed), waiting up to ``timeout_s`` for it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:  # e.g. a read-only registry: writing needs the lock, reading does not
+        raise LockTimeout(f"cannot take the lock of {what} ({path}: {exc.strerror or exc})") from None
     try:
         deadline = time.monotonic() + timeout_s
         delay = 0.002

@@ -123,7 +123,12 @@ class ModelCard:
                 raise CardError(f"card.thresholds[{cls_name!r}] must be a probability in [0, 1], got {value!r}")
         if self.outputs not in ("probabilities", "logits"):
             raise CardError(f"card.outputs must be 'probabilities' or 'logits', got {self.outputs!r}")
-        for file_name, digest in self.artifact_digests().items():
+        if self.onnx_sha256 and _SHA256.fullmatch(self.onnx_sha256) is None:
+            raise CardError(f"card.onnx_sha256 must be a lower-case hex sha256, got {self.onnx_sha256[:80]!r}")
+        if not 1 <= self.format_version <= CARD_FORMAT_VERSION:
+            raise CardError(f"card.format_version {self.format_version} is not one this code understands "
+                            f"(1..{CARD_FORMAT_VERSION}; a newer tagger wrote it?)")
+        for file_name, digest in self.files.items():
             if _FILE_NAME.fullmatch(file_name) is None or file_name == CARD_FILE:
                 raise CardError(f"card.files: {file_name!r} is not a plain file name of the version")
             if _SHA256.fullmatch(digest) is None:
@@ -164,7 +169,8 @@ class ModelCard:
         try:
             fmt = data.get("format_version", CARD_FORMAT_VERSION) if isinstance(data, Mapping) else None
             if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > CARD_FORMAT_VERSION:
-                raise CardError(f"card format {fmt} is newer than this code understands ({CARD_FORMAT_VERSION})")
+                raise CardError(f"card.format_version {fmt} is newer than this code understands "
+                                f"({CARD_FORMAT_VERSION})")
             return cls(**json_values.check_fields(cls, data))
         except CardError:
             raise

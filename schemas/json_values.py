@@ -12,6 +12,7 @@ import collections.abc
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
@@ -19,14 +20,24 @@ from typing import Any, Literal, Mapping, Union
 from schemas.errors import UserError
 
 MAX_DOCUMENT_BYTES = 32 << 20  # a 10,000-class card with per-class metrics is ~3 MB
+_PLAIN = re.compile("[A-Za-z_][A-Za-z0-9_]*")  # keys shown as .name in field paths; others as ['key']
 
 
 class JSONValueError(UserError, ValueError):
     """A JSON document or one of its values that does not fit the schema; the message names the field."""
 
 
-class _Refused(ValueError):
-    pass
+class _NonFinite:
+    """Stands in for NaN/Infinity/1e999 while parsing, so the error can name the field that held it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text[:40]
+
+
+class _WithDuplicate(dict):
+    """An object that had a key twice (``json.loads`` would silently keep the last value)."""
+
+    duplicate: str = ""
 
 
 def loads_strict(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
@@ -41,36 +52,46 @@ def loads_strict(data: bytes | str, max_bytes: int = MAX_DOCUMENT_BYTES) -> Any:
     if not data.strip():
         raise JSONValueError("is empty")
     try:
-        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float,
-                          object_pairs_hook=_unique_keys)
+        document = json.loads(data, parse_constant=_NonFinite, parse_float=_finite_float,
+                              object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise JSONValueError(f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except _Refused as exc:
-        raise JSONValueError(str(exc)) from None
     except ValueError as exc:  # e.g. an integer literal beyond Python's 4300-digit conversion limit
-        raise JSONValueError(f"holds a number that cannot be read ({exc})") from None
+        raise JSONValueError(f"holds a number that cannot be read ({str(exc).split(':')[0]})") from None
     except RecursionError:
         raise JSONValueError("is nested too deeply") from None
+    _refuse_placeholders(document)
+    return document
 
 
-def _refuse_constant(name: str) -> Any:
-    raise _Refused(f"holds {name}, which is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
+def _finite_float(text: str) -> float | _NonFinite:
     value = float(text)
-    if not math.isfinite(value):
-        raise _Refused(f"holds the number {text[:40]}, which is out of range")
-    return value
+    return value if math.isfinite(value) else _NonFinite(text)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
-        if key in out:
-            raise _Refused(f"has the key {key!r} twice in one object")
+        if key in out and not isinstance(out, _WithDuplicate):
+            out = _WithDuplicate(out)
+            out.duplicate = key
         out[key] = value
     return out
+
+
+def _refuse_placeholders(document: Any) -> None:
+    """Name the field of the first NaN/Infinity or duplicate key found (the parser could not)."""
+    stack = [(document, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _NonFinite):
+            raise JSONValueError(f"{_where(path)}holds {value.text}, which is not a finite JSON number")
+        if isinstance(value, _WithDuplicate):
+            raise JSONValueError(f"{_where(path)}has the key {_short(value.duplicate)} twice in one object")
+        if isinstance(value, dict):
+            stack.extend((v, _join(path, k) if _PLAIN.fullmatch(k) else f"{path}[{_short(k)}]") for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
 
 
 def check_fields(cls: type, data: object, path: str = "") -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_unknown_fields_and_newer_formats_are_refused():
     data = _card().to_dict()
     with pytest.raises(CardError, match="unknown fields \\['colour'\\]"):
         ModelCard.from_dict({**data, "colour": "red"})
-    with pytest.raises(CardError, match="newer than this code"):
+    with pytest.raises(CardError, match="format_version 99 is newer than this code"):
         ModelCard.from_dict({**data, "format_version": 99})
     with pytest.raises(CardError, match="not valid JSON"):
         ModelCard.from_json("{nope")

@@ -178,3 +178,19 @@ def test_a_card_edited_on_an_object_store_is_refused(tmp_path):
             registry.load("tagger@production", cache_dir=str(tmp_path / "cache"))
     finally:
         InMemoryObjectStore.objects.clear()
+
+
+@pytest.mark.slow
+def test_training_stops_in_one_line_before_training_on_a_broken_alias(registry_root, tmp_path):
+    _publish(registry_root, tmp_path)
+    Registry(registry_root).promote("tagger", "v1")
+    alias = os.path.join(registry_root, "tagger", "_aliases", "production.json")
+    with open(alias, "w") as fh:
+        fh.write('{"alias": "production", "version": "v1", "history": "not a list"}')
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "labels.csv").write_text("path,labels\n")
+    result = _tagger("train", "--data", str(data), "--work-dir", str(tmp_path / "work"), registry_root=registry_root)
+    assert result.returncode == 2
+    assert f"alias file {alias}: field history: expected a list" in _one_line(result)
+    assert not (tmp_path / "work").exists()  # refused before any training work
