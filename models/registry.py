@@ -161,7 +161,8 @@ class Registry:
     def versions(self, name: str) -> list[str]:
         """Complete versions of ``name`` (those with a card), oldest first."""
         base = storage.join(self.root, _name(name))
-        found = [v for v in storage.list_dirs(base) if is_version(v) and storage.exists(storage.join(base, v, CARD_FILE))]
+        found = [v for v in storage.list_dirs(base)
+                 if is_version(v) and storage.exists(storage.join(base, v, CARD_FILE))]
         return sorted(found, key=lambda v: int(v[1:]))
 
     def card(self, name: str, version: str) -> ModelCard:

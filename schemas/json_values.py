@@ -89,7 +89,7 @@ def _refuse_placeholders(document: Any) -> None:
         if isinstance(value, _WithDuplicate):
             raise JSONValueError(f"{_where(path)}has the key {_short(value.duplicate)} twice in one object")
         if isinstance(value, dict):
-            stack.extend((v, _join(path, k) if _PLAIN.fullmatch(k) else f"{path}[{_short(k)}]") for k, v in value.items())
+            stack.extend((v, _key_path(path, k)) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
 
@@ -101,7 +101,8 @@ def check_fields(cls: type, data: object, path: str = "") -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise JSONValueError(f"{_where(path)}unknown fields {[k if len(k) <= 40 else k[:37] + '...' for k in unknown[:5]]}")
+        shown = [k if len(k) <= 40 else k[:37] + "..." for k in unknown[:5]]
+        raise JSONValueError(f"{_where(path)}unknown fields {shown}")
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -200,6 +201,10 @@ def _short(text: Any) -> str:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def _key_path(path: str, key: str) -> str:
+    return _join(path, key) if _PLAIN.fullmatch(key) else f"{path}[{_short(key)}]"
 
 
 def _where(path: str) -> str:
