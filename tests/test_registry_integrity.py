@@ -160,9 +160,10 @@ def test_publishing_with_an_invalid_attachment_name_is_refused(registry_root, tm
     assert Registry(registry_root).versions("tagger") == []
 
 
-def test_a_card_edited_on_an_object_store_is_refused(tmp_path):
+def test_a_card_edited_on_an_object_store_is_refused(tmp_path, monkeypatch):
     from tests.object_store import SCHEME, InMemoryObjectStore
 
+    monkeypatch.setenv("TAGGER_REGISTRY_LOCK_DIR", str(tmp_path / "locks"))
     InMemoryObjectStore.objects.clear()
     try:
         root = f"{SCHEME}://bucket/registry"
@@ -194,3 +195,17 @@ def test_training_stops_in_one_line_before_training_on_a_broken_alias(registry_r
     assert result.returncode == 2
     assert f"alias file {alias}: field history: expected a list" in _one_line(result)
     assert not (tmp_path / "work").exists()  # refused before any training work
+
+
+def test_hot_reload_reports_a_broken_alias_once_and_keeps_serving(registry_root, tiny_model, caplog):
+    handler = HotReloadModelHandler(registry_root, "tagger@production", check_interval_s=0)
+    model = handler.load_model()
+    alias = os.path.join(registry_root, "tagger", "_aliases", "production.json")
+    with open(alias, "w") as fh:
+        fh.write('"v2"')  # a bare string as the whole alias file
+    for _ in range(3):
+        assert not handler.maybe_reload(model)
+    warnings = [r.getMessage() for r in caplog.records if "reload check failed" in r.getMessage()]
+    assert len(warnings) == 1 and alias in warnings[0] and "expected an object" in warnings[0]
+    batch = [np.zeros((3, 64, 64), np.float32)]
+    assert list(handler.run_inference(batch, model))[0].model_id == f"tagger@{tiny_model.version}"

@@ -9,7 +9,8 @@ from tests.object_store import SCHEME, InMemoryObjectStore
 
 
 @pytest.fixture
-def bucket():
+def bucket(tmp_path, monkeypatch):
+    monkeypatch.setenv("TAGGER_REGISTRY_LOCK_DIR", str(tmp_path / "locks"))  # writers' host-local lock files
     InMemoryObjectStore.objects.clear()
     yield f"{SCHEME}://bucket/registry"
     InMemoryObjectStore.objects.clear()

@@ -46,6 +46,7 @@ class HotReloadModelHandler(CardModelHandler):
         self._next_check = 0.0
         self._lock = threading.Lock()
         self._refused: set[str] = set()
+        self._last_problem = ""
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -89,8 +90,11 @@ class HotReloadModelHandler(CardModelHandler):
                 registry = Registry(self.registry_root)
                 name, version = registry.resolve(self.model_ref)
             except Exception as exc:  # a registry hiccup must not stop moderation: keep the running model
-                LOG.warning("model reload check failed, keeping %s: %s", model.card.ref, exc)
+                if str(exc) != self._last_problem:  # a broken alias file would repeat this every interval
+                    LOG.warning("model reload check failed, keeping %s: %s", model.card.ref, exc)
+                self._last_problem = str(exc)
                 return False
+            self._last_problem = ""
             if version == model.card.version or version in self._refused:
                 return False
             try:
