@@ -209,3 +209,24 @@ def test_hot_reload_reports_a_broken_alias_once_and_keeps_serving(registry_root,
     assert len(warnings) == 1 and alias in warnings[0] and "expected an object" in warnings[0]
     batch = [np.zeros((3, 64, 64), np.float32)]
     assert list(handler.run_inference(batch, model))[0].model_id == f"tagger@{tiny_model.version}"
+
+
+@pytest.mark.parametrize("target, content, expected", [
+    ("tagger/v1/card.json", None, "field thresholds['circle']: expected a number, got 'abc' (string)"),
+    ("tagger/v1/card.json", b"\xff\xfe{", "is not UTF-8 text"),
+    ("tagger/_aliases/production.json", b'"v1"', "expected an object, got 'v1' (string)"),
+    ("tagger/_aliases/production.json", b'{"version": "v1", "history": 5}', "field history: expected a list"),
+])
+def test_tag_refuses_malformed_registry_json_in_one_line(registry_root, tiny_model, tmp_path, target, content,
+                                                         expected):
+    path = os.path.join(registry_root, target)
+    if content is None:
+        _edit_card(registry_root, "v1", thresholds={**tiny_model.thresholds, "circle": "abc"})
+    else:
+        with open(path, "wb") as fh:
+            fh.write(content)
+    result = _tagger("tag", "--input", str(tmp_path / "*.jpg"), "--output", str(tmp_path / "out"),
+                     "--model", "tagger", registry_root=registry_root)
+    assert result.returncode == 2
+    line = _one_line(result)
+    assert path in line and expected in line
