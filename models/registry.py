@@ -260,6 +260,7 @@ class Registry:
     def set_alias(self, name: str, version: str, alias: str = PRODUCTION, reason: str = "") -> None:
         """Point ``alias`` at ``version`` (atomically) and record the move in the alias history."""
         _alias(alias)
+        self._require_model(name)
         with self._writer_lock(name):
             self._set_alias_locked(name, version, alias, reason)
 
@@ -269,6 +270,7 @@ class Registry:
     def rollback(self, name: str, alias: str = PRODUCTION) -> str:
         """Move ``alias`` back to the version it pointed to before its latest move; returns that version."""
         _alias(alias)
+        self._require_model(name)
         with self._writer_lock(name):
             state = self._alias_state(name, alias)
             if not state:
@@ -284,6 +286,7 @@ class Registry:
 
         Returns False if it was already sealed with this card; refuses a version sealed with another card.
         """
+        self._require_model(name)
         with self._writer_lock(name):
             directory = storage.join(self.root, _name(name), _version(version))
             seal = self._read_seal(name, version)
@@ -370,6 +373,11 @@ class Registry:
         move = AliasMove(version, state.version if state else None, _now(), str(reason), card_sha)
         new = AliasState(version, alias, card_sha, (*(state.history if state else ()), move))
         storage.write_bytes_atomic(self._alias_path(name, alias), _dump(new))
+
+    def _require_model(self, name: str) -> None:
+        """Refuse writes to a model that was never published (taking its lock would create its directory)."""
+        if not self.versions(name):
+            raise RegistryError(f"model {name} has no versions in registry {self.root}")
 
     def _next_version(self, name: str) -> str:
         """One past the highest number ever used, debris of interrupted uploads included."""
