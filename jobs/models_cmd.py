@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p_list = sub.add_parser("list", help="every model and version, with its production alias and mAP; "
                             "broken versions are listed as BROKEN with the reason (exit status 1)")
+    p_list.add_argument("--verify", action="store_true",
+                        help="also check the sha256 of every file each card lists (reads every model file)")
     add_registry_arg(p_list)
     p_list.set_defaults(func=_list)
 
@@ -59,7 +61,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{name:<20} {'-':<8} {'BROKEN':<11} {'-':>7}  {exc}")
         for version in registry.versions(name):
             try:
-                card = registry.card(name, version)
+                card = registry.verify(name, version) if args.verify else registry.card(name, version)
             except RegistryError as exc:
                 broken += 1
                 print(f"{name:<20} {version:<8} {'BROKEN':<11} {'-':>7}  {exc}")

@@ -187,6 +187,12 @@ class Registry:
         name, version, _ = self._resolve(ref)
         return name, version
 
+    def verify(self, name: str, version: str, cache_dir: str | None = None) -> ModelCard:
+        """The card of ``name@version`` after checking it and every file it lists (``models list --verify``)."""
+        card = self.card(name, version)
+        verify_files(storage.join(self.root, name, version), card.artifact_digests(), card.ref, cache_dir)
+        return card
+
     def load(self, ref: str, cache_dir: str | None = None) -> LoadedModel:
         """Resolve ``ref``, verify its card and every file the card lists, and return local paths to them."""
         card, directory = self._card_for_ref(ref)

@@ -83,6 +83,19 @@ def test_list_shows_a_tampered_version_as_broken_and_lists_the_rest(registry_roo
     assert "1 broken entry" in _one_line(result)
 
 
+def test_list_verify_finds_a_damaged_attachment_that_plain_list_does_not_read(registry_root, tmp_path):
+    for i in range(2):
+        _publish(registry_root, tmp_path, f"model {i}".encode(), **{"report.html": b"<html></html>"})
+    with open(os.path.join(registry_root, "tagger", "v1", "report.html"), "ab") as fh:
+        fh.write(b"<script>")
+    assert _tagger("models", "list", registry_root=registry_root).returncode == 0  # cards only: fast
+    result = _tagger("models", "list", "--verify", registry_root=registry_root)
+    assert result.returncode == 1
+    rows = {line.split()[1]: line for line in result.stdout.splitlines()[1:]}
+    assert "BROKEN" in rows["v1"] and "report.html is corrupt or was replaced" in rows["v1"]
+    assert "BROKEN" not in rows["v2"]
+
+
 def test_editing_card_and_seal_together_is_caught_by_the_alias(registry_root, tmp_path):
     """A careful forger rewrites the seal too; the production alias recorded the card it was moved to."""
     _publish(registry_root, tmp_path)
