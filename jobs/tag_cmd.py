@@ -34,6 +34,18 @@ def register(subparsers) -> None:
     parser.add_argument("--onnx-threads", type=int, default=0,
                         help="onnxruntime intra-op threads per worker (0 = cores / workers locally)")
     parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit in pixels")
+    # Light, Beam-free modules: the defaults are defined once, next to the code that enforces them.
+    from pipelines.memory import DEFAULT_MAX_DECODED_BYTES
+    from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
+
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                        help=f"largest input file read, in bytes (default {DEFAULT_MAX_BYTES >> 20} MiB); larger "
+                             "ones are dead letters")
+    parser.add_argument("--max-decoded-bytes", type=int, default=DEFAULT_MAX_DECODED_BYTES,
+                        help=f"most memory decoding one image may need, in bytes (default "
+                             f"{DEFAULT_MAX_DECODED_BYTES >> 20} MiB); all concurrent decodes share this budget")
+    parser.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
+                        help=f"seconds reading one input may take (default {DEFAULT_READ_TIMEOUT:g})")
     parser.set_defaults(func=run, accepts_extra_args=True)
 
 
@@ -110,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             onnx_threads=args.onnx_threads,
             max_pixels=args.max_pixels,
+            max_bytes=args.max_bytes,
+            max_decoded_bytes=args.max_decoded_bytes,
+            read_timeout=args.read_timeout,
         )
         result = run_tag_job(job)
     output = args.output if "://" in args.output else os.path.abspath(args.output)

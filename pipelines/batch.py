@@ -17,10 +17,14 @@ from models import storage
 from models.registry import Registry
 from pipelines.incremental import AlreadyTagged
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs
+from pipelines.memory import DEFAULT_MAX_DECODED_BYTES
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
+from pipelines.paths import canonical_uri, is_local
 from pipelines.progress import ProgressPrinter
+from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from pipelines.runner_names import LOCAL_RUNNERS
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
+from pipelines.staging import clean_orphans, lock_run
 from pipelines.transforms import TagImages
 from pipelines.uri_shards import DEFAULT_SHARDS
 from schemas.card import ModelCard
@@ -56,6 +60,9 @@ class TagJob:
     batch_size: int = 0  # 0 = default_batch_size()
     onnx_threads: int = 0  # 0 = cores / workers
     max_pixels: int | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     progress_interval: float = 5.0
 
 
@@ -63,6 +70,7 @@ class TagJob:
 class TagResult:
     manifest: RunManifest
     metrics: dict[str, int]
+    orphans_removed: list[str] = field(default_factory=list)  # run ids of interrupted runs' staging cleaned up
 
 
 def is_local_run(beam_args: list[str]) -> bool:
@@ -94,9 +102,14 @@ def run_tag_job(job: TagJob) -> TagResult:
     registry = Registry(job.registry_root)
     loaded = registry.load(job.model_ref)  # verifies sha256 before we start; a bad ref fails in one line
     card = loaded.card
-    # Absolute local paths, so image_uri names the same file whichever directory the job ran from.
-    job.inputs = [p if "://" in p else os.path.abspath(os.path.expanduser(p)) for p in job.inputs]
+    # One identity per local path (absolute, normalised, file:// resolved), so image_uri names the same file
+    # whichever directory the job ran from.
+    job.inputs = [canonical_uri(os.path.expanduser(p)) if is_local(p) else p for p in job.inputs]
     check_inputs(job.inputs)
+    for name, value in (("--max-bytes", job.max_bytes), ("--max-decoded-bytes", job.max_decoded_bytes),
+                        ("--read-timeout", job.read_timeout)):
+        if value <= 0:
+            raise UserError(f"{name} must be positive")
     local = is_local_run(job.beam_args)
     if local:
         options, workers = local_options(job.beam_args, job.workers)
@@ -149,9 +162,13 @@ def run_tag_job(job: TagJob) -> TagResult:
         redistribute=not local,
         progress_dir=progress_dir,
     )
-    build_tagging(pipeline, matching, card, handler, info, already_tagged, progress_dir, job.max_pixels)
+    limits = InputLimits(job.max_bytes, job.read_timeout, job.max_decoded_bytes, job.max_pixels)
+    build_tagging(pipeline, matching, card, handler, info, already_tagged, progress_dir, limits)
 
+    run_lock = None
     try:
+        run_lock = lock_run(output, info.run_id)
+        orphans = clean_orphans(output, info.run_id)  # staging left by interrupted runs; never a live run's
         if local and progress_dir:
             with ProgressPrinter(progress_dir, interval=job.progress_interval):
                 result = pipeline.run()
@@ -163,12 +180,24 @@ def run_tag_job(job: TagJob) -> TagResult:
         discard_preloaded()
         if already_tagged:
             already_tagged.release()
+        if run_lock:
+            run_lock.release()
 
     manifest_path = storage.join(output, manifest_name(info.run_id))
     if not storage.exists(manifest_path):
         raise UserError(f"run {info.run_id} finished without a manifest; its output is not visible")
     manifest = RunManifest.from_json(storage.read_bytes(manifest_path))
-    return TagResult(manifest=manifest, metrics=_counters(result))
+    return TagResult(manifest=manifest, metrics=_counters(result), orphans_removed=orphans)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one input may cost: bytes read, seconds reading, bytes decoding, pixels."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_pixels: int | None = None
 
 
 def build_tagging(
@@ -179,13 +208,15 @@ def build_tagging(
     info: RunInfo,
     already_tagged: AlreadyTagged | None = None,
     progress_dir: str | None = None,
-    max_pixels: int | None = None,
+    limits: InputLimits = InputLimits(),
 ) -> None:
     """Add the whole job to ``pipeline``: match, read, tag, write tags and dead letters, commit the run."""
-    limits = {"max_pixels": max_pixels} if max_pixels else {}
+    pixels = {"max_pixels": limits.max_pixels} if limits.max_pixels else {}
     uris = pipeline | "MatchInputs" >> matching
-    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(already_tagged, progress_dir)
-    tagged, tag_failed = images | "TagImages" >> TagImages(card, handler, **limits)
+    images, read_failed, skipped = uris | "ReadImages" >> ReadImages(
+        already_tagged, progress_dir, limits.max_bytes, limits.read_timeout)
+    tagged, tag_failed = images | "TagImages" >> TagImages(
+        card, handler, max_decoded_bytes=limits.max_decoded_bytes, **pixels)
     failed = (read_failed, tag_failed) | "Failures" >> beam.Flatten()
     written = (
         tagged | "WriteTags" >> WriteRows("tags", info.staging, info.run_id, progress_dir),

@@ -27,7 +27,12 @@ def load_queries(path: str = QUERIES_FILE) -> dict[str, str]:
 
 
 def _has(output: str, pattern: str) -> bool:
-    return bool(glob.glob(os.path.join(output, pattern)))
+    return bool(glob.glob(os.path.join(glob.escape(output), pattern)))
+
+
+def glob_literal(path: str) -> str:
+    """``path`` with DuckDB's glob metacharacters made literal (``out[2024]`` would match ``out2``...)."""
+    return "".join(f"[{c}]" if c in "[*?" else c for c in path)
 
 
 def connect(output: str, database: str = ":memory:"):
@@ -44,7 +49,7 @@ def connect(output: str, database: str = ":memory:"):
     output = os.path.abspath(output)
     if not _has(output, f"{MANIFESTS_DIR}/*.json"):
         con.execute("CREATE TABLE manifests (run_id VARCHAR)")
-    setup = load_queries()["setup"].replace("{output}", output.replace("'", "''"))
+    setup = load_queries()["setup"].replace("{output}", glob_literal(output).replace("'", "''"))
     for statement in filter(None, (s.strip() for s in setup.split(";"))):
         if not "".join(line for line in statement.splitlines() if not line.startswith("--")).strip():
             continue

@@ -1,30 +1,36 @@
 """Where the images come from: globs on any Beam filesystem, or a manifest file listing one URI per line.
 
 Matching runs inside the pipeline, so on a distributed runner the list of URIs never passes through the
-launching machine. Reading is a DoFn so an unreadable path becomes a dead letter (stage ``read``).
+launching machine. Every matched or listed name becomes one input under one identity (``pipelines/paths.py``:
+``a.jpg``, ``./a.jpg``, ``sub/../a.jpg`` and ``file:///.../a.jpg`` are one input), whatever it names:
+local globs are listed by ``pipelines/listing.py`` so dangling links, loops and special files are counted
+too. Reading is a DoFn bounded by ``pipelines/reading.py`` so an unreadable, special or oversized path becomes a
+dead letter (stage ``read``) with its reason.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import os
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.incremental import AlreadyTagged
+from pipelines.listing import has_glob, list_local
+from pipelines.paths import canonical_uri, is_local, local_path, printable
 from pipelines.progress import MATCHED_KIND, ProgressFile
-from pipelines.records import FAILED, MAIN, Failure, ImageInput
-from pipelines.transforms import failure_counter
+from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, ReadError, open_regular, read_bounded
+from pipelines.records import FAILED, MAIN, ImageInput
+from pipelines.transforms import failure_of
 from pipelines.uri_shards import DEFAULT_SHARDS, ShardDealer, unpack
 from schemas.errors import UserError
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".list", ".manifest")
 SKIPPED = "skipped"
-_GLOB_CHARS = set("*?[")
+MAX_MANIFEST_BYTES = 1 << 40  # manifests are streamed line by line; only special files are refused
 
 
 class InputError(UserError):
@@ -33,43 +39,81 @@ class InputError(UserError):
 
 def is_manifest(pattern: str) -> bool:
     """A manifest is a plain (non-glob) path ending in .txt/.lst/.list/.manifest."""
-    return not (_GLOB_CHARS & set(pattern)) and pattern.lower().endswith(MANIFEST_SUFFIXES)
+    return not has_glob(pattern) and pattern.lower().endswith(MANIFEST_SUFFIXES)
 
 
 def resolve_entry(manifest_uri: str, entry: str) -> str:
-    """Manifest entries may be absolute URIs or paths relative to the manifest's directory."""
-    if "://" in entry or entry.startswith("/"):
+    """The identity of a manifest entry: absolute URIs and paths as they are, relative paths relative to the
+    manifest's directory; local paths and ``file://`` URIs normalised (``pipelines.paths.canonical_uri``)."""
+    if "://" in entry and not entry.startswith("file://"):
         return entry
-    base = manifest_uri.rsplit("/", 1)[0] if "/" in manifest_uri else "."
-    return FileSystems.join(base, entry)
+    if is_local(manifest_uri):
+        return canonical_uri(entry, os.path.dirname(os.path.abspath(local_path(manifest_uri))))
+    if entry.startswith("/"):
+        return entry
+    return FileSystems.join(manifest_uri.rsplit("/", 1)[0], entry)
 
 
 def check_inputs(patterns: list[str]) -> None:
-    """Fail fast, in one line, if a glob matches nothing or a manifest is missing (cheap: limit 1)."""
+    """Fail fast, in one line, if a glob matches nothing or a manifest is missing or unreadable."""
     if not patterns:
         raise InputError("no --input given")
     for pattern in patterns:
-        if "://" not in pattern and os.path.isdir(pattern):
-            raise InputError(f"--input {pattern} is a directory; pass a glob such as {pattern.rstrip('/')}/*.jpg")
+        shown = printable(pattern)
+        if is_local(pattern) and os.path.isdir(local_path(pattern)):
+            raise InputError(f"--input {shown} is a directory; pass a glob such as {shown.rstrip('/')}/*.jpg")
         if is_manifest(pattern):
-            if not FileSystems.exists(pattern):
-                raise InputError(f"manifest {pattern} does not exist")
+            open_manifest(pattern).close()
             continue
         try:
-            found = FileSystems.match([pattern], limits=[1])[0].metadata_list
-        except Exception as exc:  # BeamIOError for unknown schemes, permission problems...
-            raise InputError(f"cannot list --input {pattern}: {exc}") from exc
-        if not found:
-            raise InputError(f"--input {pattern} matched no files")
+            found = next(iter(_list(pattern)), None)
+        except Exception as exc:  # noqa: BLE001 - BeamIOError for unknown schemes, permission problems...
+            raise InputError(f"cannot list --input {shown}: {printable(str(exc))}") from exc
+        if found is None:
+            raise InputError(f"--input {shown} matched no files")
+
+
+def open_manifest(manifest_uri: str) -> BinaryIO:
+    """The manifest as a binary file, opened like an image (a regular file only); one-line InputError if not."""
+    try:
+        if is_local(manifest_uri):
+            return os.fdopen(open_regular(local_path(manifest_uri), MAX_MANIFEST_BYTES, printable(manifest_uri)), "rb")
+        if not FileSystems.exists(manifest_uri):
+            raise ReadError("missing", f"{manifest_uri} does not exist")
+        return FileSystems.open(manifest_uri, compression_type=CompressionTypes.UNCOMPRESSED)
+    except ReadError as exc:
+        raise InputError(f"manifest {exc} ({exc.reason})") from exc
 
 
 def read_manifest(manifest_uri: str) -> Iterator[str]:
-    """The URIs a manifest lists: one per line, blank lines and ``#`` comments skipped, relative entries resolved."""
-    with FileSystems.open(manifest_uri, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        for line in io.TextIOWrapper(raw, encoding="utf-8"):
-            entry = line.strip()
+    """The URIs a manifest lists: one per line, blank lines and ``#`` comments skipped, relative entries resolved.
+
+    An entry is its line without the line break and surrounding whitespace. Manifests are UTF-8 (a byte-order
+    mark is dropped, CRLF accepted). A line that is not UTF-8 (a Latin-1 manifest) is decoded with
+    ``surrogateescape``, which names the file whose name is exactly those bytes (Linux names are bytes); if
+    no such file exists but one named by the Latin-1 reading of the line does, that one is meant."""
+    with open_manifest(manifest_uri) as fh:
+        for n, raw in enumerate(fh):
+            if n == 0:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            entry = raw.decode("utf-8", "surrogateescape").strip()
             if entry and not entry.startswith("#"):
-                yield resolve_entry(manifest_uri, entry)
+                yield _resolve_encoded(manifest_uri, entry, raw)
+
+
+def _resolve_encoded(manifest_uri: str, entry: str, raw: bytes) -> str:
+    uri = resolve_entry(manifest_uri, entry)
+    if printable(entry) == entry or not is_local(uri) or os.path.lexists(local_path(uri)):
+        return uri
+    latin1 = resolve_entry(manifest_uri, raw.decode("latin-1").strip())
+    return latin1 if os.path.lexists(local_path(latin1)) else uri
+
+
+def _list(pattern: str) -> Iterator[str]:
+    """Every URI a glob (or plain path) names: local ones by pipelines.listing, others by Beam's filesystems."""
+    if is_local(pattern):
+        return (canonical_uri(p) for p in list_local(local_path(canonical_uri(pattern))))
+    return (m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def expand_patterns(patterns: list[str]) -> Iterator[str]:
@@ -77,10 +121,7 @@ def expand_patterns(patterns: list[str]) -> Iterator[str]:
 
     A single glob cannot name a file twice, so only several patterns or a manifest pay for the set of seen
     URIs (about 150 bytes per URI, held by this one step while it lists)."""
-    uris = itertools.chain.from_iterable(
-        read_manifest(p) if is_manifest(p) else (m.path for m in FileSystems.match([p])[0].metadata_list)
-        for p in patterns
-    )
+    uris = itertools.chain.from_iterable(read_manifest(p) if is_manifest(p) else _list(p) for p in patterns)
     if len(patterns) == 1 and not is_manifest(patterns[0]):
         yield from uris
         return
@@ -141,8 +182,10 @@ class MatchInputs(beam.PTransform):
 
 
 class _ReadFn(beam.DoFn):
-    def __init__(self, already_tagged: AlreadyTagged | None = None, progress_dir: str | None = None) -> None:
+    def __init__(self, already_tagged: AlreadyTagged | None = None, progress_dir: str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_READ_TIMEOUT) -> None:
         self.already_tagged, self.progress_dir = already_tagged, progress_dir
+        self.max_bytes, self.timeout = max_bytes, timeout
 
     def setup(self) -> None:
         self.skip = self.already_tagged.load() if self.already_tagged else frozenset()
@@ -151,12 +194,9 @@ class _ReadFn(beam.DoFn):
 
     def process(self, uri: str) -> Iterable:
         try:
-            with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                data = fh.read()
-        except Exception as exc:  # missing, permission denied, I/O error: a dead letter, not a dead run
-            failure_counter("read").inc()
-            message = str(exc).replace("\n", " ")[:500]
-            yield beam.pvalue.TaggedOutput(FAILED, Failure(uri, "read", type(exc).__name__, message))
+            data = read_bounded(uri, self.max_bytes, self.timeout)
+        except Exception as exc:  # noqa: BLE001 - missing, special, oversized...: a dead letter, not a dead run
+            yield beam.pvalue.TaggedOutput(FAILED, failure_of(uri, "read", exc, "io_error"))
             return
         if not self.skip:
             yield ImageInput(uri, data, None)  # decode hashes it
@@ -177,11 +217,13 @@ class _ReadFn(beam.DoFn):
 class ReadImages(beam.PTransform):
     """URI -> ImageInput | Failure(stage='read') | skipped URI (content already tagged by this model version)."""
 
-    def __init__(self, already_tagged: AlreadyTagged | None = None, progress_dir: str | None = None) -> None:
+    def __init__(self, already_tagged: AlreadyTagged | None = None, progress_dir: str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_READ_TIMEOUT) -> None:
         super().__init__()
         self.already_tagged, self.progress_dir = already_tagged, progress_dir
+        self.max_bytes, self.timeout = max_bytes, timeout
 
     def expand(self, pcoll):
-        fn = _ReadFn(self.already_tagged, self.progress_dir)
+        fn = _ReadFn(self.already_tagged, self.progress_dir, self.max_bytes, self.timeout)
         result = pcoll | beam.ParDo(fn).with_outputs(FAILED, SKIPPED, main=MAIN)
         return result[MAIN], result[FAILED], result[SKIPPED]

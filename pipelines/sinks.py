@@ -21,6 +21,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from models import storage
+from pipelines.paths import one_line, printable
 from pipelines.progress import ProgressFile
 from pipelines.records import Failure, Tagged
 from schemas.tagging import (
@@ -55,11 +56,11 @@ def tagged_row(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
 def _tag_scalars(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
     """:func:`tagged_row` without ``probabilities`` (the batch writer builds that column in bulk)."""
     return {
-        "image_uri": t.info.uri,
+        "image_uri": printable(t.info.uri),  # a name that is not UTF-8 gets \xNN escapes: Parquet strings are UTF-8
         "content_sha256": t.info.content_sha256,
         "width": t.info.width,
         "height": t.info.height,
-        "format": t.info.format,
+        "format": printable(t.info.format),
         "tags": list(t.tags),
         "model_name": t.model_name,
         "model_version": t.model_version,
@@ -80,10 +81,10 @@ def probabilities_column(keys: tuple[str, ...], matrix: np.ndarray) -> pa.Array:
 
 def failure_row(f: Failure, run_id: str, now: dt.datetime) -> dict[str, Any]:
     return {
-        "image_uri": f.uri,
+        "image_uri": printable(f.uri),
         "stage": f.stage,
         "error_class": f.error_class,
-        "message": f.message,
+        "message": one_line(f.message),
         "run_id": run_id,
         "failed_at": now,
     }

@@ -20,6 +20,9 @@ def format_summary(result, output: str, top: int = 10) -> str:
         + ("  (incremental)" if m.incremental else ""),
         f"  {secs:.1f} s wall, {rate:.1f} images/s",
     ]
+    if getattr(result, "orphans_removed", None):
+        lines.append(f"  removed the staging files of {len(result.orphans_removed)} interrupted run(s): "
+                     + ", ".join(result.orphans_removed))
     if m.failures_by_stage:
         lines.append("  failures by stage: " + ", ".join(f"{k} {v}" for k, v in sorted(m.failures_by_stage.items())))
     tags = sorted(

@@ -6,6 +6,7 @@ records (stage + reason), so nothing is ever dropped silently. The per-element w
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Iterable, Sequence
 
@@ -15,8 +16,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
 from pipelines.decode import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DecodeError, decode_image
+from pipelines.memory import DECODE_BUDGET, DEFAULT_MAX_DECODED_BYTES
 from pipelines.model_handler import CardModelHandler
+from pipelines.paths import one_line
 from pipelines.preprocess import draft_size_for, preprocess
+from pipelines.reading import ReadError
 from pipelines.records import (
     FAILED,
     MAIN,
@@ -29,6 +33,7 @@ from pipelines.records import (
     Tagged,
 )
 from schemas.card import ModelCard, Preprocessing
+from schemas.reasons import UNEXPECTED
 
 NAMESPACE = "tagger"
 
@@ -37,10 +42,26 @@ def failure_counter(stage: str):
     return Metrics.counter(NAMESPACE, f"failed_{stage}")
 
 
+def failure_of(uri: str, stage: str, exc: BaseException, default_reason: str = UNEXPECTED) -> Failure:
+    """The one dead letter an exception raised by one input becomes (counted in ``tagger:failed_<stage>``).
+
+    Errors that know their reason (``DecodeError``, ``ReadError``) keep it; anything else becomes
+    ``default_reason`` with ``ExceptionClass: message`` as the message. This is the per-input isolation
+    boundary: every per-input step catches ``Exception`` here, so no input can end the run."""
+    failure_counter(stage).inc()
+    if isinstance(exc, (DecodeError, ReadError)):
+        return Failure(uri, stage, exc.reason, one_line(str(exc)))
+    return Failure(uri, stage, default_reason, one_line(f"{type(exc).__name__}: {exc}"))
+
+
 # --------------------------------------------------------------------------------------------- pure functions
-def decode_input(item: ImageInput, spec: Preprocessing, max_pixels: int, min_side: int) -> DecodedImageRecord:
-    """Hash and decode one input; raises DecodeError with a stable reason."""
-    decoded = decode_image(item.data, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size_for(spec))
+def decode_input(item: ImageInput, spec: Preprocessing, max_pixels: int, min_side: int,
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+                 hold: contextlib.ExitStack | None = None) -> DecodedImageRecord:
+    """Hash and decode one input; raises DecodeError with a stable reason. With ``hold``, the decode's memory
+    reservation lasts until the caller closes it (after preprocessing)."""
+    decoded = decode_image(item.data, max_pixels=max_pixels, min_side=min_side, draft_size=draft_size_for(spec),
+                           max_decoded_bytes=max_decoded_bytes, hold=hold)
     info = ImageInfo(
         uri=item.uri,
         content_sha256=item.sha256 or hashlib.sha256(item.data).hexdigest(),
@@ -65,15 +86,25 @@ def apply_thresholds(
 
 # ------------------------------------------------------------------------------------------------- DoFns
 class _DecodeFn(beam.DoFn):
-    def __init__(self, spec: Preprocessing, max_pixels: int, min_side: int) -> None:
+    def __init__(self, spec: Preprocessing, max_pixels: int, min_side: int,
+                 max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
         self.spec, self.max_pixels, self.min_side = spec, max_pixels, min_side
+        self.max_decoded_bytes = max_decoded_bytes
+
+    def setup(self) -> None:
+        if self.max_decoded_bytes > DECODE_BUDGET.total:  # a raised per-image limit must fit the shared budget
+            DECODE_BUDGET.resize(self.max_decoded_bytes)
+
+    def decode(self, item: ImageInput, hold: contextlib.ExitStack | None = None) -> DecodedImageRecord:
+        return decode_input(item, self.spec, self.max_pixels, self.min_side, self.max_decoded_bytes, hold)
 
     def process(self, item: ImageInput) -> Iterable:
         try:
-            yield decode_input(item, self.spec, self.max_pixels, self.min_side)
-        except DecodeError as exc:
-            failure_counter("decode").inc()
-            yield beam.pvalue.TaggedOutput(FAILED, Failure(item.uri, "decode", exc.reason, str(exc)))
+            record = self.decode(item)
+        except Exception as exc:  # noqa: BLE001 - per-input isolation boundary
+            yield beam.pvalue.TaggedOutput(FAILED, failure_of(item.uri, "decode", exc))
+            return
+        yield record
 
 
 class _PreprocessFn(beam.DoFn):
@@ -82,12 +113,11 @@ class _PreprocessFn(beam.DoFn):
 
     def process(self, record: DecodedImageRecord) -> Iterable:
         try:
-            yield Prepared(record.info, preprocess(record.image, self.spec))
-        except Exception as exc:  # a preprocessing bug must cost one image, not the run
-            failure_counter("preprocess").inc()
-            yield beam.pvalue.TaggedOutput(
-                FAILED, Failure(record.info.uri, "preprocess", type(exc).__name__, str(exc)[:500])
-            )
+            prepared = Prepared(record.info, preprocess(record.image, self.spec))
+        except Exception as exc:  # noqa: BLE001 - a preprocessing bug must cost one image, not the run
+            yield beam.pvalue.TaggedOutput(FAILED, failure_of(record.info.uri, "preprocess", exc, "preprocess_failed"))
+            return
+        yield prepared
 
 
 class _ThresholdFn(beam.DoFn):
@@ -99,37 +129,38 @@ class _ThresholdFn(beam.DoFn):
         self.tagged = Metrics.counter(NAMESPACE, "images_tagged")
         self.tag_counters = {c: Metrics.counter(f"{NAMESPACE}.tags", c) for c in self.classes}
 
-    def process(self, scored: Scored) -> Iterable[Tagged]:
-        tags, probs = apply_thresholds(scored.probabilities, self.classes, self.thresholds)
+    def process(self, scored: Scored) -> Iterable:
+        try:
+            tags, probs = apply_thresholds(scored.probabilities, self.classes, self.thresholds)
+        except Exception as exc:  # noqa: BLE001 - e.g. a model that returns the wrong number of scores
+            yield beam.pvalue.TaggedOutput(FAILED, failure_of(scored.info.uri, "inference", exc, "inference_failed"))
+            return
         self.tagged.inc()
         for tag in tags:
             self.tag_counters[tag].inc()
         yield Tagged(scored.info, tags, probs, scored.model_name, scored.model_version)
 
 
-class _DecodePreprocessFn(beam.DoFn):
+class _DecodePreprocessFn(_DecodeFn):
     """Decode and preprocess in one step (one Beam hop per image instead of three), emitting what
-    RunInference's keyed handler takes: ``(ImageInfo, tensor)``. Failures keep their own stage names."""
-
-    def __init__(self, spec: Preprocessing, max_pixels: int, min_side: int) -> None:
-        self.spec, self.max_pixels, self.min_side = spec, max_pixels, min_side
+    RunInference's keyed handler takes: ``(ImageInfo, tensor)``. Failures keep their own stage names. The
+    decode's memory reservation covers the full-size image until preprocessing has shrunk it."""
 
     def process(self, item: ImageInput) -> Iterable:
-        try:
-            record = decode_input(item, self.spec, self.max_pixels, self.min_side)
-        except DecodeError as exc:
-            failure_counter("decode").inc()
-            yield beam.pvalue.TaggedOutput(FAILED, Failure(item.uri, "decode", exc.reason, str(exc)))
-            return
-        try:
-            tensor = preprocess(record.image, self.spec)
-        except Exception as exc:  # a preprocessing bug must cost one image, not the run
-            failure_counter("preprocess").inc()
-            yield beam.pvalue.TaggedOutput(
-                FAILED, Failure(record.info.uri, "preprocess", type(exc).__name__, str(exc)[:500])
-            )
-            return
-        yield record.info, tensor
+        with contextlib.ExitStack() as hold:
+            try:
+                record = self.decode(item, hold)
+            except Exception as exc:  # noqa: BLE001 - per-input isolation boundary
+                yield beam.pvalue.TaggedOutput(FAILED, failure_of(item.uri, "decode", exc))
+                return
+            try:
+                tensor = preprocess(record.image, self.spec)
+            except Exception as exc:  # noqa: BLE001 - a preprocessing bug must cost one image, not the run
+                yield beam.pvalue.TaggedOutput(FAILED, failure_of(item.uri, "preprocess", exc, "preprocess_failed"))
+                return
+            info = record.info
+            del record  # the full-size image goes before the tensor waits in a RunInference batch
+        yield info, tensor
 
 
 class _ScoredThresholdFn(_ThresholdFn):
@@ -148,9 +179,7 @@ def _to_scored(keyed) -> Scored:
 def _failed_batch(failed) -> Iterable[Failure]:
     batch, exc = failed
     for item in batch:
-        info = item[0]
-        failure_counter("inference").inc()
-        yield Failure(info.uri, "inference", type(exc).__name__, str(exc).replace("\n", " ")[:500])
+        yield failure_of(item[0].uri, "inference", exc, "inference_failed")
 
 
 # -------------------------------------------------------------------------------------------- PTransforms
@@ -158,15 +187,18 @@ class DecodeImages(beam.PTransform):
     """ImageInput(uri, bytes) -> DecodedImageRecord (RGB, sha256, original size) | Failure(stage='decode')."""
 
     def __init__(
-        self, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE
+        self, spec: Preprocessing, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     ) -> None:
         super().__init__()
         self.spec, self.max_pixels, self.min_side = spec, max_pixels, min_side
+        self.max_decoded_bytes = max_decoded_bytes
+
+    def _fn(self) -> _DecodeFn:
+        return _DecodeFn(self.spec, self.max_pixels, self.min_side, self.max_decoded_bytes)
 
     def expand(self, pcoll):
-        result = pcoll | beam.ParDo(_DecodeFn(self.spec, self.max_pixels, self.min_side)).with_outputs(
-            FAILED, main=MAIN
-        )
+        result = pcoll | beam.ParDo(self._fn()).with_outputs(FAILED, main=MAIN)
         return result[MAIN], result[FAILED]
 
 
@@ -203,24 +235,24 @@ class RunModel(beam.PTransform):
 
 
 class ApplyThresholds(beam.PTransform):
-    """Scored -> Tagged using the card's calibrated per-class thresholds; counts images and tags as metrics."""
+    """Scored -> Tagged using the card's calibrated per-class thresholds | Failure (stage 'inference': scores
+    that do not fit the card); counts images and tags as metrics."""
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__()
         self.card = card
 
     def expand(self, pcoll):
-        return pcoll | beam.ParDo(_ThresholdFn(self.card))
+        result = pcoll | beam.ParDo(_ThresholdFn(self.card)).with_outputs(FAILED, main=MAIN)
+        return result[MAIN], result[FAILED]
 
 
 class DecodePreprocess(DecodeImages):
     """ImageInput -> ``(ImageInfo, tensor)`` | Failure(stage 'decode' or 'preprocess'): DecodeImages and
     PreprocessImages fused into one DoFn, for throughput."""
 
-    def expand(self, pcoll):
-        fn = _DecodePreprocessFn(self.spec, self.max_pixels, self.min_side)
-        result = pcoll | beam.ParDo(fn).with_outputs(FAILED, main=MAIN)
-        return result[MAIN], result[FAILED]
+    def _fn(self) -> _DecodeFn:
+        return _DecodePreprocessFn(self.spec, self.max_pixels, self.min_side, self.max_decoded_bytes)
 
 
 class TagImages(beam.PTransform):
@@ -232,18 +264,21 @@ class TagImages(beam.PTransform):
     """
 
     def __init__(self, card: ModelCard, handler: CardModelHandler, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_side: int = DEFAULT_MIN_SIDE) -> None:
+                 min_side: int = DEFAULT_MIN_SIDE, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
         super().__init__()
         self.card, self.handler, self.max_pixels, self.min_side = card, handler, max_pixels, min_side
+        self.max_decoded_bytes = max_decoded_bytes
 
     def expand(self, pcoll):
         from apache_beam.ml.inference.base import KeyedModelHandler
 
         spec = self.card.preprocessing
-        keyed, prep_failed = pcoll | "DecodePreprocess" >> DecodePreprocess(spec, self.max_pixels, self.min_side)
+        keyed, prep_failed = pcoll | "DecodePreprocess" >> DecodePreprocess(
+            spec, self.max_pixels, self.min_side, self.max_decoded_bytes)
         inference = RunInference(KeyedModelHandler(self.handler)).with_exception_handling()
         main, other = keyed | "RunInference" >> inference
-        tagged = main | "ApplyThresholds" >> beam.ParDo(_ScoredThresholdFn(self.card))
+        thresholded = main | "ApplyThresholds" >> beam.ParDo(_ScoredThresholdFn(self.card)).with_outputs(
+            FAILED, main=MAIN)
         model_failed = other.failed_inferences | "FailedBatch" >> beam.FlatMap(_failed_batch)
-        failed = (prep_failed, model_failed) | "AllFailures" >> beam.Flatten()
-        return tagged, failed
+        failed = (prep_failed, model_failed, thresholded[FAILED]) | "AllFailures" >> beam.Flatten()
+        return thresholded[MAIN], failed

@@ -3,33 +3,40 @@
 Why: Beam's in-process runner ships every element that crosses a stage boundary through gRPC and keeps it
 until the next stage has run. Measured on Beam 2.77 (``bench/stage_boundary_memory.py``): about 1.5 KB of
 resident memory per URI through ``Distinct``, so peak memory grew with the archive. A shard is a
-zlib-compressed, NUL-separated block of URIs (NUL is the one byte a path cannot contain; archive paths share
-long prefixes, so a shard costs a few bytes per URI).
+zlib-compressed block of length-prefixed URIs (archive paths share long prefixes, so a shard costs a few bytes
+per URI). Any Python string round-trips: names that are not UTF-8 (``surrogateescape``), newlines, and even
+a NUL that a hand-written manifest line may hold (that input is then dead-lettered as missing, not lost).
 
 URIs are dealt round-robin over ``num_shards`` keys. The runner hands grouped keys to its workers
 round-robin too, so any worker count that divides ``num_shards`` gets an equal share, to one image.
 """
 from __future__ import annotations
 
+import struct
 import zlib
 from typing import Iterable, Iterator
 
-SEPARATOR = "\0"
 DEFAULT_SHARDS = 64
 SHARD_FLUSH_URIS = 4096  # a full shard is emitted early, so the dealer's buffers stay bounded
 
 
 def pack(uris: list[str]) -> bytes:
-    """URIs -> one compressed shard."""
-    if any(SEPARATOR in uri for uri in uris):
-        raise ValueError("a URI contains a NUL byte")
-    return zlib.compress(SEPARATOR.join(uris).encode("utf-8"), 1)
+    """URIs -> one compressed shard: a count, the UTF-8 lengths, then the UTF-8 bytes (lone surrogates kept)."""
+    encoded = [uri.encode("utf-8", "surrogatepass") for uri in uris]
+    header = struct.pack(f"<Q{len(encoded)}Q", len(encoded), *map(len, encoded))
+    return zlib.compress(header + b"".join(encoded), 1)
 
 
 def unpack(shard: bytes) -> list[str]:
     """One compressed shard -> its URIs, in the order they were dealt."""
-    text = zlib.decompress(shard).decode("utf-8")
-    return text.split(SEPARATOR) if text else []
+    raw = zlib.decompress(shard)
+    (count,) = struct.unpack_from("<Q", raw)
+    lengths = struct.unpack_from(f"<{count}Q", raw, 8)
+    uris, pos = [], 8 + 8 * count
+    for n in lengths:
+        uris.append(raw[pos : pos + n].decode("utf-8", "surrogatepass"))
+        pos += n
+    return uris
 
 
 class ShardDealer:

@@ -6,7 +6,7 @@
 
 -- name: setup
 -- Only runs with a manifest are visible: rows of a crashed or still-running run are filtered out by run_id.
--- Re-tagging the same image with the same model version on the same day keeps only the latest row.
+-- Re-tagging the same image with the same model (name and version) on the same day keeps only the latest row.
 CREATE OR REPLACE VIEW manifests AS
 SELECT * FROM read_json_auto('{output}/_manifests/*.json', union_by_name = true);
 CREATE OR REPLACE VIEW tags AS
@@ -14,7 +14,7 @@ SELECT t.*
 FROM read_parquet('{output}/run_date=*/model_version=*/*.parquet', hive_partitioning = true,
                   hive_types = {'run_date': DATE, 'model_version': VARCHAR}, union_by_name = true) AS t
 WHERE t.run_id IN (SELECT run_id FROM manifests)
-QUALIFY row_number() OVER (PARTITION BY t.run_date, t.model_version, t.image_uri
+QUALIFY row_number() OVER (PARTITION BY t.run_date, t.model_name, t.model_version, t.image_uri
                            ORDER BY t.tagged_at DESC, t.run_id DESC) = 1;
 CREATE OR REPLACE VIEW errors AS
 SELECT e.*
@@ -39,10 +39,10 @@ ORDER BY probability DESC, image_uri;
 
 -- name: tag_cooccurrence
 -- Pairs of tags that appear on the same image, most frequent first.
-WITH t AS (SELECT run_date, model_version, image_uri, unnest(tags) AS tag FROM tags)
+WITH t AS (SELECT run_date, model_name, model_version, image_uri, unnest(tags) AS tag FROM tags)
 SELECT a.tag AS tag_a, b.tag AS tag_b, count(*) AS images
 FROM t AS a
-JOIN t AS b USING (run_date, model_version, image_uri)
+JOIN t AS b USING (run_date, model_name, model_version, image_uri)
 WHERE a.tag < b.tag
 GROUP BY a.tag, b.tag
 ORDER BY images DESC, tag_a, tag_b;
