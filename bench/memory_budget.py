@@ -1,0 +1,128 @@
+"""Peak memory of `tagger tag` at default settings on the worst inputs its limits allow, vs ordinary photos.
+
+The budget (docs/batch.md): a local run at default settings stays under 1.5 GB peak RSS whatever the inputs.
+Both archives are tagged by the real `tagger tag` process with the benchmark model (MobileNetV2 224, 1000
+classes, as in bench/batch_throughput.py) at default settings (no limit options):
+
+* baseline: N ordinary 12-megapixel JPEG photos;
+* worst case: the same photos plus, several copies each so that every worker meets them at once, the
+  biggest images each limit still admits (8000x7900 RGB PNG, 5000x5000 RGBA PNG, 6000x6000 16-bit PNG,
+  5400x5400 float TIFF: just under the 512 MiB decode limit), files just under the 64 MiB read limit, the
+  8000x8000 high-bit-depth bombs and header bombs of every format (refused), a 3 GiB sparse file, a FIFO and a
+  /dev/zero link.
+
+Peak RSS is sampled every 0.2 s over the process tree (as in batch_throughput.py) and also read from the
+kernel (wait4's ru_maxrss of the tagger process). Printed: both peaks, their ratio, and worst case vs budget.
+
+    .venv/bin/python bench/memory_budget.py [--photos 40] [--copies 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from batch_throughput import TAGGER, _tree_rss, publish_mobilenet, write_jpegs  # noqa: E402
+
+BUDGET_MB = 1536
+
+
+def worst_inputs(directory: str, copies: int) -> int:
+    """Write the worst admissible and refused inputs ``copies`` times; returns how many inputs."""
+    from tests.hostile_corpus import claim_size, good_image, png_stream, tiff_strip_reuse
+
+    os.makedirs(directory, exist_ok=True)
+    admitted = {
+        "rgb_8000x7900.png": lambda: png_stream(8000, 7900, 2, 8, fill=80),
+        "rgba_5000.png": lambda: png_stream(5000, 5000, 6, 8, fill=200),
+        "grey16_6000.png": lambda: png_stream(6000, 6000, 0, 16, fill=90),
+        "float_5400.tif": lambda: tiff_strip_reuse(5400, 5400, 32, 3),
+        "near_cap_random.jpg": lambda: random.Random(1).randbytes((64 << 20) - 4096),
+    }
+    refused = {
+        "rgba_8000.png": lambda: png_stream(8000, 8000, 6, 8),
+        "grey16_8000.png": lambda: png_stream(8000, 8000, 0, 16),
+        "float_8000.tif": lambda: tiff_strip_reuse(8000, 8000, 32, 3),
+        "int32_8000.tif": lambda: tiff_strip_reuse(8000, 8000, 32, 2),
+        **{f"claims_huge.{fmt.lower()}": (lambda fmt=fmt: claim_size(good_image(7, (32, 24), fmt), fmt, 60_000, 60_000))
+           for fmt in ("PNG", "GIF", "JPEG")},
+    }
+    n = 0
+    for name, make in {**admitted, **refused}.items():
+        data = make()
+        for c in range(copies):
+            with open(os.path.join(directory, f"{c}_{name}.jpg"), "wb") as fh:
+                fh.write(data)
+            n += 1
+    with open(os.path.join(directory, "sparse_3gib.jpg"), "wb") as fh:
+        fh.truncate(3 << 30)
+    os.mkfifo(os.path.join(directory, "fifo.jpg"))
+    os.symlink("/dev/zero", os.path.join(directory, "zero.jpg"))
+    return n + 3
+
+
+def measure(patterns: list[str], registry: str, ref: str, output: str) -> tuple[float, float, float, str]:
+    """(sampled tree peak MB, kernel peak MB, wall s, summary line) of one `tagger tag` at default settings."""
+    cmd = [TAGGER, "tag", "--output", output, "--registry", registry, "--model", ref]
+    for p in patterns:
+        cmd += ["--input", p]
+    peak, stop = [0], threading.Event()
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"tagger tag failed:\n{err[-3000:]}")
+    counts = next(line.strip() for line in out.splitlines() if line.strip().startswith("matched"))
+    return peak[0] / 1e6, usage.ru_maxrss / 1024, wall, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=40, help="ordinary 12 MP photos (default 40)")
+    parser.add_argument("--copies", type=int, default=3, help="copies of each worst-case input (default 3)")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tagger-bench"))
+    args = parser.parse_args(argv)
+    work = args.workdir
+    os.makedirs(work, exist_ok=True)
+    registry = os.path.join(work, "registry")
+    ref = publish_mobilenet(registry)
+    photos = write_jpegs(os.path.join(work, f"12mp-{args.photos}"), args.photos, (4000, 3000), seed=1)
+    worst_dir = os.path.join(work, f"worst-{args.copies}")
+    shutil.rmtree(worst_dir, ignore_errors=True)
+    n_worst = worst_inputs(worst_dir, args.copies)
+    print(f"model {ref}; {args.photos} photos; {n_worst} worst-case inputs; {os.cpu_count()} cores; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    base = measure([photos], registry, ref, os.path.join(work, "out-mem-base"))
+    print(f"baseline (photos only):    peak tree RSS {base[0]:.0f} MB, kernel peak {base[1]:.0f} MB, "
+          f"{base[2]:.1f} s; {base[3]}", flush=True)
+    worst = measure([photos, os.path.join(worst_dir, "*.jpg")], registry, ref, os.path.join(work, "out-mem-worst"))
+    print(f"worst case (photos + all): peak tree RSS {worst[0]:.0f} MB, kernel peak {worst[1]:.0f} MB, "
+          f"{worst[2]:.1f} s; {worst[3]}", flush=True)
+    print(f"ratio worst / baseline: {worst[1] / base[1]:.2f}x (kernel peak); worst vs budget {BUDGET_MB} MB: "
+          f"{worst[1] / BUDGET_MB:.2f}x; load {os.getloadavg()[0]:.2f}")
+    return 0 if worst[1] < BUDGET_MB else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
