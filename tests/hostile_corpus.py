@@ -23,12 +23,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from PIL import Image
 
 from pipelines.paths import canonical_uri, printable
 from tests.synthetic import encode, make_sample
 
-Outcome = "str | tuple[str, str] | None"
 TOO_MANY = ("decode", "too_many_pixels")
 TOO_LARGE_DECODED = ("decode", "too_large_decoded")
 NOT_REGULAR = ("read", "not_a_regular_file")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 
 from pipelines.catalog import connect
 from tests.hostile_corpus import build_hostile_corpus
 from tests.model_factory import publish_tiny_model
+from tests.process_memory import run_measured
 from tests.synthetic import CLASSES
 
 pytestmark = pytest.mark.slow
@@ -22,19 +21,11 @@ TAGGER = os.path.join(os.path.dirname(sys.executable), "tagger")
 
 
 def run_tagger(args: list[str], timeout: float = 600) -> tuple[int, str, str, float]:
-    """(exit status, stdout, stderr, peak RSS in MB of the tagger process) - wait4 gives that child's own peak."""
-    proc = subprocess.Popen([TAGGER, "tag", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("tagger tag did not finish: an input hung the run")
-        time.sleep(0.2)
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    return os.waitstatus_to_exitcode(status), out, err, usage.ru_maxrss / 1024
+    """(exit status, stdout, stderr, peak RSS in MB of the tagger process)."""
+    try:
+        return run_measured([TAGGER, "tag", *args], timeout)
+    except TimeoutError:
+        pytest.fail("tagger tag did not finish: an input hung the run")
 
 
 def test_every_hostile_input_is_accounted_for_once_and_memory_stays_in_budget(tmp_path):

@@ -20,7 +20,7 @@ from pipelines.paths import canonical_uri, local_path, printable
 from pipelines.reading import ReadError, read_bounded
 from pipelines.staging import clean_orphans, lock_run
 from schemas.reasons import REASONS, UNEXPECTED
-from tests.hostile_corpus import good_image, png_stream
+from tests.hostile_corpus import png_stream
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "batch.md")
 
