@@ -31,6 +31,7 @@ from schemas.errors import UserError
 MANIFEST_SUFFIXES = (".txt", ".lst", ".list", ".manifest")
 SKIPPED = "skipped"
 MAX_MANIFEST_BYTES = 1 << 40  # manifests are streamed line by line; only special files are refused
+MAX_ENTRY_BYTES = 64 * 1024  # Linux paths are at most 4 KiB
 
 
 class InputError(UserError):
@@ -93,12 +94,22 @@ def read_manifest(manifest_uri: str) -> Iterator[str]:
     ``surrogateescape``, which names the file whose name is exactly those bytes (Linux names are bytes); if
     no such file exists but one named by the Latin-1 reading of the line does, that one is meant."""
     with open_manifest(manifest_uri) as fh:
-        for n, raw in enumerate(fh):
+        for n, raw in enumerate(_lines(fh)):
             if n == 0:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
             entry = raw.decode("utf-8", "surrogateescape").strip()
             if entry and not entry.startswith("#"):
                 yield _resolve_encoded(manifest_uri, entry, raw)
+
+
+def _lines(fh: BinaryIO) -> Iterator[bytes]:
+    """Lines of at most MAX_ENTRY_BYTES (the rest of a longer line is skipped: no path is that long, and the
+    entry then fails to open with a reason), so one endless line cannot fill the listing worker's memory."""
+    while line := fh.readline(MAX_ENTRY_BYTES):
+        if len(line) == MAX_ENTRY_BYTES and not line.endswith(b"\n"):
+            while (rest := fh.readline(MAX_ENTRY_BYTES)) and not rest.endswith(b"\n"):
+                pass
+        yield line
 
 
 def _resolve_encoded(manifest_uri: str, entry: str, raw: bytes) -> str:

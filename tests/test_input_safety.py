@@ -179,3 +179,12 @@ def test_every_dead_letter_reason_is_explained_in_the_docs():
     docs = open(DOCS, encoding="utf-8").read()
     documented = set(re.findall(r"^\| `(\w+)` \|", docs, re.MULTILINE))
     assert {r for stage in REASONS.values() for r in stage} | {UNEXPECTED} <= documented
+
+
+def test_an_endless_manifest_line_is_one_bounded_entry(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    manifest = tmp_path / "m.txt"
+    manifest.write_bytes(b"x" * (1 << 20) + b"\na.jpg\n")
+    uris = list(expand_patterns([str(manifest)]))
+    assert uris[1:] == [str(tmp_path / "a.jpg")] and len(uris[0]) < 70_000
+    assert _reason(lambda: read_bounded(uris[0])) == "io_error"  # ENAMETOOLONG
