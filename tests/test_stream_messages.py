@@ -84,6 +84,12 @@ def test_uris_are_read_only_under_allowed_prefixes(tmp_path):
     assert bad.context.message_id == "b"
     none = parse_record(record(json.dumps({"id": "c", "uri": str(allowed_dir / "ok.jpg")}).encode()), [], 10**6)
     assert none.failure.error_class == "uri_not_allowed"  # no prefixes configured: URIs are refused
+    os.mkfifo(allowed_dir / "fifo.jpg")  # would block a plain open() forever
+    fifo = parse_record(record(json.dumps({"id": "d", "uri": str(allowed_dir / "fifo.jpg")}).encode()), prefixes, 10**6)
+    assert (fifo.failure.stage, fifo.failure.error_class) == ("read", "unreadable")
+    assert "not_a_regular_file" in fifo.failure.message
+    big = parse_record(record(json.dumps({"id": "e", "uri": str(allowed_dir / "ok.jpg")}).encode()), prefixes, 10)
+    assert big.failure.error_class == "oversized"
 
 
 def test_decision_and_dead_letter_round_trip_through_json():

@@ -17,6 +17,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipelines.decode import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DecodeError
 from pipelines.preprocess import preprocess
+from pipelines.reading import ReadError, read_bounded
 from pipelines.records import Failure, ImageInput, Tagged
 from pipelines.streaming.hot_model import HotReloadModelHandler
 from pipelines.transforms import apply_thresholds, decode_input, failure_counter
@@ -64,17 +65,13 @@ def read_uri(uri: str, prefixes: Sequence[str], max_bytes: int) -> bytes:
     """Bytes behind ``uri`` if it is under an allowed prefix and not larger than ``max_bytes``."""
     if not prefixes or not allowed(uri, prefixes):
         raise MessageError("read", "uri_not_allowed", f"{uri} is not under an allowed prefix")
-    from apache_beam.io.filesystems import FileSystems
-
-    path = uri.removeprefix("file://")
-    try:
-        with FileSystems.open(path, compression_type="uncompressed") as fh:
-            data = fh.read(max_bytes + 1)
-    except Exception as exc:  # missing object, permission, transient store error: the reason says which
+    try:  # bounded like the batch job's reads: regular files only (a FIFO would hang the stream), size, time
+        return read_bounded(uri, max_bytes)
+    except ReadError as exc:
+        raise MessageError("read", "oversized" if exc.reason == "too_large" else "unreadable",
+                           f"{exc} ({exc.reason})"[:500]) from exc
+    except Exception as exc:  # noqa: BLE001 - a transient store error: the message says which
         raise MessageError("read", "unreadable", f"{uri}: {type(exc).__name__}: {exc}"[:500]) from exc
-    if len(data) > max_bytes:
-        raise MessageError("read", "oversized", f"{uri} exceeds the limit {max_bytes} bytes")
-    return data
 
 
 def parse_record(record: RawRecord, prefixes: Sequence[str], max_bytes: int) -> StreamItem:
