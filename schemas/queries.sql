@@ -23,12 +23,12 @@ FROM read_parquet('{output}/_errors/run_date=*/*.parquet', hive_partitioning = t
 WHERE e.run_id IN (SELECT run_id FROM manifests);
 
 -- name: top_tags_per_day
--- The ten most frequent tags of each day (images tagged that day, per model version).
-SELECT run_date, model_version, tag, count(*) AS images
-FROM (SELECT run_date, model_version, unnest(tags) AS tag FROM tags)
-GROUP BY run_date, model_version, tag
-QUALIFY row_number() OVER (PARTITION BY run_date, model_version ORDER BY count(*) DESC, tag) <= 10
-ORDER BY run_date, model_version, images DESC, tag;
+-- The ten most frequent tags of each day (images tagged that day, per model: name and version).
+SELECT run_date, model_name, model_version, tag, count(*) AS images
+FROM (SELECT run_date, model_name, model_version, unnest(tags) AS tag FROM tags)
+GROUP BY run_date, model_name, model_version, tag
+QUALIFY row_number() OVER (PARTITION BY run_date, model_name, model_version ORDER BY count(*) DESC, tag) <= 10
+ORDER BY run_date, model_name, model_version, images DESC, tag;
 
 -- name: images_with_tag
 -- Images whose probability for $tag is at least $min_probability, most confident first.

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def visible_rows(h: History) -> list[dict]:
-    """Rows of committed runs, latest per (day, model version, image): what readers should see."""
+    """Rows of committed runs, latest per (day, model name and version, image): what readers should see."""
     committed = {json.load(open(p))["run_id"] for p in glob.glob(os.path.join(h.output, "_manifests", "*.json"))}
     latest: dict[tuple, dict] = {}
     for path in glob.glob(os.path.join(h.output, "run_date=*", "model_version=*", "*.parquet")):
@@ -28,7 +28,7 @@ def visible_rows(h: History) -> list[dict]:
                 continue
             row["run_date"] = run_date
             row["probabilities"] = dict(row["probabilities"])
-            key = (run_date, row["model_version"], row["image_uri"])
+            key = (run_date, row["model_name"], row["model_version"], row["image_uri"])
             if key not in latest or (row["tagged_at"], row["run_id"]) > (latest[key]["tagged_at"], latest[key]["run_id"]):
                 latest[key] = row
     return list(latest.values())
@@ -42,16 +42,16 @@ def test_the_readme_has_exactly_these_queries():
 
 def test_top_tags_per_day(history: History):
     cols, got = run_query(connect(history.output), "top_tags_per_day")
-    assert cols == ["run_date", "model_version", "tag", "images"]
+    assert cols == ["run_date", "model_name", "model_version", "tag", "images"]
     counts: Counter = Counter()
     for row in visible_rows(history):
         for tag in row["tags"]:
-            counts[(row["run_date"], row["model_version"], tag)] += 1
+            counts[(row["run_date"], row["model_name"], row["model_version"], tag)] += 1
     expected = []
-    for (day, version), group in itertools.groupby(sorted(counts), key=lambda k: k[:2]):
-        ranked = sorted(((t, counts[(day, version, t)]) for _, _, t in group), key=lambda x: (-x[1], x[0]))[:10]
-        expected += [(day, version, t, n) for t, n in ranked]
-    assert [(str(d), v, t, n) for d, v, t, n in got] == expected and expected
+    for (day, name, version), group in itertools.groupby(sorted(counts), key=lambda k: k[:3]):
+        ranked = sorted(((t, counts[(day, name, version, t)]) for *_, t in group), key=lambda x: (-x[1], x[0]))[:10]
+        expected += [(day, name, version, t, n) for t, n in ranked]
+    assert [(str(d), m, v, t, n) for d, m, v, t, n in got] == expected and expected
 
 
 def test_images_with_tag_above_probability(history: History):

@@ -49,7 +49,7 @@ def analyst_queries(output: str, rows: int = 8) -> str:
     parts = []
     top_cols, top = run_query(con, "top_tags_per_day")
     parts.append(_table("top tags per day", top_cols, top, rows))
-    tag = top[0][2] if top else "bag"
+    tag = top[0][top_cols.index("tag")] if top else "bag"
     cols, found = run_query(con, "images_with_tag", {"tag": tag, "min_probability": 0.9})
     parts.append(_table(f"images with tag {tag!r} at probability >= 0.9 ({len(found)} images)", cols, found, rows))
     cols, pairs = run_query(con, "tag_cooccurrence")
