@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,8 +122,20 @@ def _label_issues(req: QueueRequest, card, reviewed):
     labels = np.array([[c in r.labels for c in classes] for r in rows], dtype=np.int64)
     oof = out_of_fold(feats, labels, folds=req.folds, seed=req.seed)
     selection = strategies.label_issues(labels, oof, classes, req.limit)
-    items = [QueueItem(rows[i].path, sha256_file(rows[i].path), card.name, card.version, tuple(sorted(rows[i].labels)),
-                       {c: round(float(p), 6) for c, p in zip(classes, oof[i])}, reason)
-             for i, reason in selection]
+    # Show the model's own committed probabilities where the image was tagged (matched by content), else the
+    # out-of-fold ones; the reason keeps the out-of-fold probabilities that contradict the labels either way.
+    tagged = {}
+    if os.path.isdir(req.tags_dir):
+        preds = load_predictions(req.tags_dir, card.name, card.version, card.classes)
+        tagged = {sha: row for sha, row in zip(preds.content_sha256, preds.probs)}
+    items = []
+    for i, reason in selection:
+        sha = sha256_file(rows[i].path)
+        row = tagged.get(sha)
+        probabilities = ({c: round(float(p), 6) for c, p in zip(card.classes, row) if not np.isnan(p)}
+                         if row is not None else {c: round(float(p), 6) for c, p in zip(classes, oof[i])})
+        reason["probabilities_from"] = f"{card.ref} committed run" if row is not None else "out-of-fold head"
+        items.append(QueueItem(rows[i].path, sha, card.name, card.version, tuple(sorted(rows[i].labels)),
+                               probabilities, reason))
     return items, {"data": manifest, "folds": req.folds, "seed": req.seed, "images": len(rows),
                    "oof_model": "frozen ImageNet MobileNetV2 features + per-class logistic regression"}

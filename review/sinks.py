@@ -68,7 +68,8 @@ class KafkaSink:
         try:
             self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=5,
                                           value_serializer=lambda r: json.dumps(r, sort_keys=True).encode(),
-                                          request_timeout_ms=int(timeout_s * 1000))
+                                          request_timeout_ms=int(timeout_s * 1000), max_block_ms=int(timeout_s * 1000),
+                                          bootstrap_timeout_ms=int(timeout_s * 1000))
         except (KafkaError, OSError) as exc:
             raise SinkError(f"Kafka at {bootstrap}: cannot connect ({exc})") from exc
 

@@ -133,3 +133,39 @@ def test_hand_edited_queue_files_fail_with_one_line_naming_the_field(tmp_path, c
     assert main(["review", "export-labelstudio", "--queue", str(path), "--out", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_label_issues_queue_starts_from_the_training_labels_and_ranks_by_cleanlab(tmp_path, tiny_model,
+                                                                                   registry_root):
+    import csv
+
+    from models.registry import sha256_file
+    from tests.synthetic import write_dataset
+
+    write_dataset(str(tmp_path / "data"), 30, seed=3)
+    with open(tmp_path / "data" / "labels.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows[:4]:  # a careless labeller: colours swapped on the first four images
+        row["labels"] = "|".join(sorted({"green" if t == "red" else "red" if t == "green" else t
+                                         for t in row["labels"].split("|")} ^ {"blue"}))
+    with open(tmp_path / "data" / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["image", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "q.json"
+    assert main(["review", "queue", "--tags", str(tmp_path / "untagged"), "--registry", registry_root,
+                 "--model", f"tagger@{tiny_model.version}", "--strategy", "label-issues", "--limit", "6",
+                 "--data", str(tmp_path / "data"), "--folds", "3", "--out", str(out)]) == 0
+    items = json.loads(out.read_text())["items"]
+    assert 1 <= len(items) <= 6
+    given = {str(tmp_path / "data" / r["image"]): sorted(t for t in r["labels"].split("|") if t) for r in rows}
+    for it in items:
+        assert it["reason"]["strategy"] == "label-issues" and it["reason"]["contradicted"]
+        assert sorted(it["tags"]) == given[it["image_uri"]] == sorted(it["reason"]["given_labels"])
+        assert it["content_sha256"] == sha256_file(it["image_uri"])
+        assert it["reason"]["probabilities_from"] == "out-of-fold head"
+    quality = [it["reason"]["label_quality"] for it in items]
+    assert quality == sorted(quality)  # most likely issues first
+    swapped = {str(tmp_path / "data" / r["image"]) for r in rows[:4]}
+    print("swapped images found:", sum(it["image_uri"] in swapped for it in items), "of", len(items))
