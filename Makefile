@@ -34,6 +34,7 @@ demo: install
 bench: install
 	$(PY) bench/batch_throughput.py
 	$(PY) bench/stream_latency.py
+	$(PY) bench/review_simulation.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -52,6 +52,9 @@ def build_queue(req: QueueRequest) -> Queue:
 
     preds = load_predictions(req.tags_dir, name, version, card.classes)
     total = len(preds.image_uris)
+    if total == 0:
+        raise UserError(f"--tags {req.tags_dir}: no committed tagging run of {card.ref} (tag with it first, or check "
+                        "--model)")
     preds = not_reviewed(preds, reviewed)
     log.info("%s: %d images in committed runs, %d not yet reviewed", card.ref, total, len(preds.image_uris))
     probs = np.nan_to_num(preds.probs, nan=0.0)

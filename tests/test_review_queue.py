@@ -116,6 +116,15 @@ def test_bad_requests_are_one_line_errors(history, tmp_path, capsys):  # noqa: F
         assert code == 2 and expected in err and len(err.splitlines()) == 1, (args, err)
 
 
+def test_a_tags_directory_without_runs_of_the_model_is_a_one_line_error(tmp_path, tiny_model, registry_root, capsys):
+    (tmp_path / "tags").mkdir()
+    assert main(["review", "queue", "--tags", str(tmp_path / "tags"), "--registry", registry_root, "--model", "tagger",
+                 "--strategy", "random", "--limit", "3", "--out", str(tmp_path / "q.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"no committed tagging run of tagger@{tiny_model.version}" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "q.json").exists()
+
+
 @pytest.mark.parametrize("edit,expected", [
     (lambda d: d.update(format="other"), "not a review queue"),
     (lambda d: d["items"][0].update(probabilities={"red": 1.5}), "item 0: probabilities['red'] must be a number"),
