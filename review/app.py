@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 
-from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from flask import Flask, Response, abort, g, jsonify, request, send_from_directory
 
 from models import storage
 from review.corrections import DecisionError, clean_tags, decision_records
@@ -77,6 +77,7 @@ def create_app(queue: Queue, sink: Sink, progress: ProgressLog, *, annotator: st
         given = request.cookies.get(COOKIE) or request.headers.get("X-Review-Token") or request.args.get("token")
         if not given or not hmac.compare_digest(given.encode(), token.encode()):
             abort(401, "a valid review token is required (open the URL printed by tagger review serve)")
+        g.token_ok = True
         return None
 
     @app.after_request
@@ -85,7 +86,7 @@ def create_app(queue: Queue, sink: Sink, progress: ProgressLog, *, annotator: st
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
-        if token is not None and request.args.get("token"):
+        if token is not None and request.args.get("token") and g.get("token_ok"):
             response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
         return response
 
@@ -146,8 +147,9 @@ def create_app(queue: Queue, sink: Sink, progress: ProgressLog, *, annotator: st
                 raise DecisionError(f"{', '.join(unknown)} is not a class of {queue.model_name}@"
                                     f"{queue.model_version}; add it explicitly as a new class")
             comment = payload.get("comment")
+            names = clean_tags([payload.get("annotator") or annotator])  # same rules as a tag: printable, short
             records = decision_records(
-                queue.items[index], tags, classes, annotator=str(payload.get("annotator") or annotator),
+                queue.items[index], tags, classes, annotator=names[0],
                 source=source, reviewed_at=dt.datetime.now(dt.timezone.utc),
                 comment=comment.strip()[:2000] if isinstance(comment, str) else None)
         except DecisionError as exc:

@@ -152,6 +152,8 @@ def test_token_guards_every_route_beyond_localhost(app_env):
     assert c.get("/image/0").status_code == 401
     assert c.post("/api/submit", json={"index": 0, "tags": []}).status_code == 401
     assert c.get("/api/queue", headers={"X-Review-Token": "wrong"}).status_code == 401
+    wrong = c.get("/?token=guess")
+    assert wrong.status_code == 401 and "Set-Cookie" not in wrong.headers  # a wrong guess earns no cookie
     first = c.get("/?token=s3cret")
     assert first.status_code == 200 and "HttpOnly" in first.headers["Set-Cookie"]
     assert c.get("/api/queue").status_code == 200  # the cookie now carries the token
