@@ -19,11 +19,10 @@ from schemas.errors import UserError
 log = logging.getLogger(__name__)
 
 _LATEST_PER_CONTENT = """
-SELECT content_sha256, arg_max(image_uri, tagged_at) AS image_uri,
-       arg_max(map_keys(probabilities), tagged_at) AS keys, arg_max(map_values(probabilities), tagged_at) AS values
+SELECT content_sha256, image_uri, map_keys(probabilities) AS keys, map_values(probabilities) AS values
 FROM tags
 WHERE model_name = $name AND model_version = $version
-GROUP BY content_sha256
+QUALIFY row_number() OVER (PARTITION BY content_sha256 ORDER BY tagged_at DESC, image_uri) = 1
 ORDER BY content_sha256
 """
 
