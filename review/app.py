@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import stat
 import threading
 
 from flask import Flask, Response, abort, g, jsonify, request, send_from_directory
@@ -172,6 +173,12 @@ def _display_jpeg(uri: str) -> bytes:
     """The image as the pipelines decode it (orientation, mode), scaled to fit DISPLAY_SIDE, as JPEG."""
     from pipelines.decode import DecodeError, decode_image
 
+    if storage.is_local(uri):  # a hand-edited queue may name a FIFO or a device: never block on or slurp one
+        info = os.stat(uri[7:] if uri.startswith("file://") else uri)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ValueError(f"file larger than {MAX_IMAGE_BYTES >> 20} MB")
     data = storage.read_bytes(uri)
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"file larger than {MAX_IMAGE_BYTES >> 20} MB")

@@ -137,6 +137,17 @@ def test_images_are_served_only_by_queue_index_and_re_encoded(app_env):
     assert broken.status_code == 422 and "cannot display" in broken.get_json()["error"]
 
 
+def test_a_fifo_or_device_in_a_hand_edited_queue_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    queue = small_queue([str(fifo), "/dev/zero"])
+    c = create_app(queue, InboxSink(str(tmp_path / "inbox")), ProgressLog(str(tmp_path / "p.json")),
+                   annotator="ann").test_client()
+    for index in (0, 1):
+        refused = c.get(f"/image/{index}")
+        assert refused.status_code == 422 and "not a regular file" in refused.get_json()["error"]
+
+
 def test_page_is_self_contained(app_env):
     c = client(app_env)
     html = c.get("/").get_data(as_text=True)
