@@ -16,7 +16,7 @@ from jobs.cli import main
 from review.app import ProgressLog, create_app
 from review.queue_file import read_queue
 from review.sinks import InboxSink
-from tests.batch_fixtures import History, history  # noqa: F401  (session fixture)
+from tests.batch_fixtures import history  # noqa: F401  (session fixture)
 from tests.review_fixtures import small_queue, write_images
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
