@@ -39,6 +39,10 @@ def build_queue(req: QueueRequest) -> Queue:
         raise UserError(f"unknown strategy {req.strategy!r}; choose one of {', '.join(strategies.STRATEGIES)}")
     if req.limit < 1:
         raise UserError(f"--limit must be at least 1, got {req.limit}")
+    if req.per_class < 0:
+        raise UserError(f"--per-class must be 0 or more, got {req.per_class}")
+    if req.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {req.folds}")
     registry = Registry(req.registry_root)
     name, version = registry.resolve(req.model_ref)
     card = registry.card(name, version)
