@@ -6,6 +6,8 @@ manifest, which is also what ``--incremental`` uses to decide what is already ta
 from __future__ import annotations
 
 import glob
+import json
+import logging
 import os
 import re
 from typing import Any
@@ -16,6 +18,9 @@ from schemas.tagging import MANIFESTS_DIR
 # Package data of `schemas` (not docs/): `--incremental` reads it at run time, also from a non-editable install.
 QUERIES_FILE = os.path.join(os.path.dirname(os.path.abspath(schemas.__file__)), "queries.sql")
 _SECTION = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_MANIFEST_GLOB = "{output}/_manifests/*.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+LOG = logging.getLogger(__name__)
 
 
 def load_queries(path: str = QUERIES_FILE) -> dict[str, str]:
@@ -47,14 +52,20 @@ def connect(output: str, database: str = ":memory:"):
 
     con = duckdb.connect(database)
     output = os.path.abspath(output)
-    if not _has(output, f"{MANIFESTS_DIR}/*.json"):
+    good, broken = run_manifests(output)
+    if not good:
         con.execute("CREATE TABLE manifests (run_id VARCHAR)")
-    setup = load_queries()["setup"].replace("{output}", glob_literal(output).replace("'", "''"))
+    setup = load_queries()["setup"]
+    if broken:  # read only the well-formed manifests: one hand-edited file must not hide every run
+        LOG.warning("ignoring %d malformed run manifest(s) under %s: %s", len(broken), output,
+                    ", ".join(os.path.basename(p) for p in broken[:5]))
+        setup = setup.replace(f"'{_MANIFEST_GLOB}'", "[" + ", ".join(_sql_path(p) for p in good) + "]")
+    setup = setup.replace("{output}", glob_literal(output).replace("'", "''"))
     for statement in filter(None, (s.strip() for s in setup.split(";"))):
         if not "".join(line for line in statement.splitlines() if not line.startswith("--")).strip():
             continue
         view = re.search(r"VIEW (\w+)", statement).group(1)
-        if view == "manifests" and not _has(output, f"{MANIFESTS_DIR}/*.json"):
+        if view == "manifests" and not good:
             continue
         if view == "tags" and not _has(output, "run_date=*/model_version=*/*.parquet"):
             _empty(con, "tags", TAGS_SCHEMA, run_date=True)
@@ -64,6 +75,27 @@ def connect(output: str, database: str = ":memory:"):
             continue
         con.execute(statement)
     return con
+
+
+def run_manifests(output: str) -> tuple[list[str], list[str]]:
+    """(well-formed, malformed) run manifest files of ``output``. Well-formed: a regular file of at most 16 MiB
+    holding a JSON object with a string ``run_id``; anything else (hand-edited, truncated, a FIFO) marks no
+    run as committed, and is reported instead of breaking every view."""
+    from pipelines.reading import ReadError, read_bounded
+
+    good, broken = [], []
+    for path in sorted(glob.glob(os.path.join(glob.escape(output), MANIFESTS_DIR, "*.json"))):
+        try:
+            doc = json.loads(read_bounded(path, MAX_MANIFEST_BYTES, timeout=10))
+            ok = isinstance(doc, dict) and isinstance(doc.get("run_id"), str)
+        except (ReadError, ValueError):
+            ok = False
+        (good if ok else broken).append(path)
+    return good, broken
+
+
+def _sql_path(path: str) -> str:
+    return "'" + glob_literal(path).replace("'", "''") + "'"
 
 
 def _empty(con, name: str, schema, run_date: bool) -> None:

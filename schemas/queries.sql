@@ -48,12 +48,13 @@ GROUP BY a.tag, b.tag
 ORDER BY images DESC, tag_a, tag_b;
 
 -- name: compare_versions
--- Model $version_a vs $version_b on the same images (matched by content hash): per tag, how many images
--- each version gives it, how many both agree on, and how many changed.
+-- Model $model_a@$version_a vs $model_b@$version_b on the same images (matched by content hash): per tag,
+-- how many images each model version gives it, how many both agree on, and how many changed. Keyed on model
+-- name and version: two models may share a version string.
 WITH a AS (SELECT content_sha256, arg_max(tags, tagged_at) AS tags FROM tags
-           WHERE model_version = $version_a GROUP BY content_sha256),
+           WHERE model_name = $model_a AND model_version = $version_a GROUP BY content_sha256),
      b AS (SELECT content_sha256, arg_max(tags, tagged_at) AS tags FROM tags
-           WHERE model_version = $version_b GROUP BY content_sha256),
+           WHERE model_name = $model_b AND model_version = $version_b GROUP BY content_sha256),
      pairs AS (SELECT a.content_sha256, a.tags AS tags_a, b.tags AS tags_b FROM a JOIN b USING (content_sha256)),
      per_tag AS (SELECT unnest(list_distinct(list_concat(tags_a, tags_b))) AS tag, tags_a, tags_b FROM pairs)
 SELECT tag,

@@ -78,7 +78,8 @@ def test_tag_cooccurrence(history: History):
 
 
 def test_compare_two_model_versions_on_the_same_images(history: History):
-    cols, got = run_query(connect(history.output), "compare_versions", {"version_a": "v1", "version_b": "v2"})
+    cols, got = run_query(connect(history.output), "compare_versions",
+                          {"model_a": "tagger", "version_a": "v1", "model_b": "tagger", "version_b": "v2"})
     assert cols == ["tag", "images_a", "images_b", "both_versions", "changed"]
     by_version: dict[str, dict[str, set]] = {"v1": {}, "v2": {}}
     for row in sorted(visible_rows(history), key=lambda r: r["tagged_at"]):

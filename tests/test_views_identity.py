@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pipelines.batch import TagJob, run_tag_job
-from pipelines.catalog import connect
+from pipelines.catalog import connect, run_query
 from tests.hostile_corpus import good_image
 from tests.model_factory import publish_tiny_model
 from tests.synthetic import CLASSES
@@ -38,5 +38,19 @@ def test_two_models_sharing_a_version_under_a_glob_like_output_keep_their_rows_a
     con = connect(output)
     assert con.execute("SELECT model_name, count(*), count(DISTINCT image_uri) FROM tags GROUP BY 1 ORDER BY 1"
                        ).fetchall() == [("adv", 5, 5), ("other", 5, 5)]
+    # compare_versions keyed on model name and version: adv@v1 vs other@v1 compares the two models, not v1
+    # with itself (the version-only query pooled both models' rows on each side).
+    params = {"model_a": "adv", "version_a": "v1", "model_b": "other", "version_b": "v1"}
+    _, diff = run_query(con, "compare_versions", params)
+    rows = con.execute("SELECT model_name, content_sha256, tags FROM tags").fetchall()
+    by_model = {m: {sha: set(t) for n, sha, t in rows if n == m} for m in ("adv", "other")}
+    expected = {tag: (sum(tag in t for t in by_model["adv"].values()),
+                      sum(tag in t for t in by_model["other"].values()))
+                for tags in (*by_model["adv"].values(), *by_model["other"].values()) for tag in tags}
+    assert {tag: (a, b) for tag, a, b, _, _ in diff} == expected
+    assert any(changed for *_, changed in diff)  # the two models really disagree: nothing pooled
+    # A hand-edited (here: truncated) run manifest hides no committed run from the views or --incremental.
+    (tmp_path / "out[2024]" / "_manifests" / "20260101T000000Z-handedit.json").write_text('{"run_id": "2026')
+    assert connect(output).execute("SELECT count(*) FROM tags").fetchall() == [(10,)]
     again_adv, again_other = run("adv", incremental=True), run("other", incremental=True)
     assert (again_adv.skipped, again_adv.tagged) == (5, 0) and (again_other.skipped, again_other.tagged) == (5, 0)

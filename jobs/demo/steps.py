@@ -54,11 +54,12 @@ def analyst_queries(output: str, rows: int = 8) -> str:
     parts.append(_table(f"images with tag {tag!r} at probability >= 0.9 ({len(found)} images)", cols, found, rows))
     cols, pairs = run_query(con, "tag_cooccurrence")
     parts.append(_table("tag co-occurrence", cols, pairs, rows))
-    versions = [v for (v,) in con.execute("SELECT DISTINCT model_version FROM tags ORDER BY 1").fetchall()]
+    versions = con.execute("SELECT DISTINCT model_name, model_version FROM tags ORDER BY 1, 2").fetchall()
     if len(versions) >= 2:
-        a, b = versions[-2], versions[-1]
-        cols, diff = run_query(con, "compare_versions", {"version_a": a, "version_b": b})
-        parts.append(_table(f"model {a} vs {b} on the same images", cols, diff, rows))
+        (model_a, a), (model_b, b) = versions[-2], versions[-1]
+        params = {"model_a": model_a, "version_a": a, "model_b": model_b, "version_b": b}
+        cols, diff = run_query(con, "compare_versions", params)
+        parts.append(_table(f"model {model_a}@{a} vs {model_b}@{b} on the same images", cols, diff, rows))
     else:
         parts.append("-- model versions compared: only one version has tagged this archive so far; retrain "
                      "(tagger train ... --name demo) and run the demo again to compare two.")
