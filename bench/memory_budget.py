@@ -14,7 +14,7 @@ classes, as in bench/batch_throughput.py) at default settings (no limit options)
 Peak RSS is the kernel's high-water mark of the tagger process (``VmHWM``, polled every 50 ms until exit;
 ``tests/process_memory.py`` says why not ``ru_maxrss``). Printed: both peaks, their ratio, worst vs budget.
 
-    .venv/bin/python bench/memory_budget.py [--photos 40] [--copies 3]
+    .venv/bin/python bench/memory_budget.py [--photos 40] [--copies 3] [--workers 16]
 """
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ def worst_inputs(directory: str, copies: int) -> int:
     return n + 3
 
 
-def measure(patterns: list[str], registry: str, ref: str, output: str) -> tuple[float, float, str]:
-    """(peak RSS MB, wall s, summary counts line) of one `tagger tag` at default settings."""
-    cmd = [TAGGER, "tag", "--output", output, "--registry", registry, "--model", ref]
+def measure(patterns: list[str], registry: str, ref: str, output: str, workers: int = 0) -> tuple[float, float, str]:
+    """(peak RSS MB, wall s, summary counts line) of one `tagger tag` at default settings (but ``workers``)."""
+    cmd = [TAGGER, "tag", "--output", output, "--registry", registry, "--model", ref, "--workers", str(workers)]
     for p in patterns:
         cmd += ["--input", p]
     start = time.perf_counter()
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=40, help="ordinary 12 MP photos (default 40)")
     parser.add_argument("--copies", type=int, default=3, help="copies of each worst-case input (default 3)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="local worker threads (default 0: one per core); the budget holds for any count")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tagger-bench"))
     args = parser.parse_args(argv)
     work = args.workdir
@@ -99,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     n_worst = worst_inputs(worst_dir, args.copies)
     print(f"model {ref}; {args.photos} photos; {n_worst} worst-case inputs; {os.cpu_count()} cores; "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
-    base = measure([photos], registry, ref, os.path.join(work, "out-mem-base"))
+    base = measure([photos], registry, ref, os.path.join(work, "out-mem-base"), args.workers)
     print(f"baseline (photos only):    peak RSS {base[0]:.0f} MB, {base[1]:.1f} s; {base[2]}", flush=True)
-    worst = measure([photos, os.path.join(worst_dir, "*.jpg")], registry, ref, os.path.join(work, "out-mem-worst"))
+    worst = measure([photos, os.path.join(worst_dir, "*.jpg")], registry, ref, os.path.join(work, "out-mem-worst"),
+                    args.workers)
     print(f"worst case (photos + all): peak RSS {worst[0]:.0f} MB, {worst[1]:.1f} s; {worst[2]}", flush=True)
     print(f"ratio worst / baseline: {worst[0] / base[0]:.2f}x; worst vs budget {BUDGET_MB} MB: "
           f"{worst[0] / BUDGET_MB:.2f}x; load {os.getloadavg()[0]:.2f}")

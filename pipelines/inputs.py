@@ -9,9 +9,12 @@ dead letter (stage ``read``) with its reason.
 """
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import itertools
 import os
+import re
 from typing import BinaryIO, Iterable, Iterator
 
 import apache_beam as beam
@@ -20,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.incremental import AlreadyTagged
 from pipelines.listing import has_glob, list_local
+from pipelines.memory import RAW_BUDGET
 from pipelines.paths import canonical_uri, is_local, local_path, printable
 from pipelines.progress import MATCHED_KIND, ProgressFile
 from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT, ReadError, open_regular, read_bounded
@@ -90,7 +94,7 @@ def read_manifest(manifest_uri: str) -> Iterator[str]:
     """The URIs a manifest lists: one per line, blank lines and ``#`` comments skipped, relative entries resolved.
 
     An entry is its line without the line break and surrounding whitespace. Manifests are UTF-8 (a byte-order
-    mark is dropped, CRLF accepted). A line that is not UTF-8 (a Latin-1 manifest) is decoded with
+    mark is dropped; LF, CRLF and CR line ends) or UTF-16 with its byte-order mark. A line that is not UTF-8 (a Latin-1 manifest) is decoded with
     ``surrogateescape``, which names the file whose name is exactly those bytes (Linux names are bytes); if
     no such file exists but one named by the Latin-1 reading of the line does, that one is meant."""
     with open_manifest(manifest_uri) as fh:
@@ -102,14 +106,48 @@ def read_manifest(manifest_uri: str) -> Iterator[str]:
                 yield _resolve_encoded(manifest_uri, entry, raw)
 
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_READ_CHUNK = 1 << 16
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _lines(fh: BinaryIO) -> Iterator[bytes]:
-    """Lines of at most MAX_ENTRY_BYTES (the rest of a longer line is skipped: no path is that long, and the
-    entry then fails to open with a reason), so one endless line cannot fill the listing worker's memory."""
-    while line := fh.readline(MAX_ENTRY_BYTES):
-        if len(line) == MAX_ENTRY_BYTES and not line.endswith(b"\n"):
-            while (rest := fh.readline(MAX_ENTRY_BYTES)) and not rest.endswith(b"\n"):
-                pass
-        yield line
+    """Lines ended by LF, CRLF or a lone CR (classic Mac editors), without their break, each of at most
+    MAX_ENTRY_BYTES (the rest of a longer line is skipped: no path is that long, and the entry then fails to
+    open with a reason), so one endless line cannot fill the listing worker's memory."""
+    tail, skipping = b"", False
+    for chunk in _utf8_chunks(fh):
+        data = tail + chunk
+        cut = len(data) - 1 if data.endswith(b"\r") else len(data)  # a CR may be the first half of a CRLF
+        *lines, tail = _LINE_BREAK.split(data[:cut])
+        tail += data[cut:]
+        for line in lines:
+            if skipping:  # the rest of an over-long line
+                skipping = False
+                continue
+            yield line
+        if len(tail) > MAX_ENTRY_BYTES:
+            if not skipping:
+                yield tail[:MAX_ENTRY_BYTES]
+            tail, skipping = b"", True
+    if tail and not skipping:
+        yield tail
+
+
+def _utf8_chunks(fh: BinaryIO) -> Iterator[bytes]:
+    """The manifest's bytes; a UTF-16 manifest (byte-order mark first: Windows Notepad's "Unicode") is
+    decoded and re-encoded as UTF-8 on the way, so its lines read like any other manifest's."""
+    chunk = fh.read(_READ_CHUNK)
+    if not chunk.startswith(_UTF16_BOMS):
+        while chunk:
+            yield chunk
+            chunk = fh.read(_READ_CHUNK)
+        return
+    decoder = codecs.getincrementaldecoder("utf-16")("replace")
+    while chunk:
+        yield decoder.decode(chunk).encode("utf-8")
+        chunk = fh.read(_READ_CHUNK)
+    yield decoder.decode(b"", final=True).encode("utf-8")
 
 
 def _resolve_encoded(manifest_uri: str, entry: str, raw: bytes) -> str:
@@ -199,13 +237,21 @@ class _ReadFn(beam.DoFn):
         self.max_bytes, self.timeout = max_bytes, timeout
 
     def setup(self) -> None:
+        if self.max_bytes > RAW_BUDGET.total:  # a raised --max-bytes must fit one input in the shared budget
+            RAW_BUDGET.resize(self.max_bytes)
         self.skip = self.already_tagged.load() if self.already_tagged else frozenset()
         # Skipped inputs count as done in the launcher's progress line, so its ETA reaches the matched total.
         self.skipped = ProgressFile(self.progress_dir, SKIPPED) if self.progress_dir and self.skip else None
 
     def process(self, uri: str) -> Iterable:
+        # The raw bytes stay reserved from RAW_BUDGET while the fused downstream steps decode and preprocess
+        # them (a fused stage hands each output on before the yield returns).
+        with contextlib.ExitStack() as hold:
+            yield from self._read(uri, hold)
+
+    def _read(self, uri: str, hold: contextlib.ExitStack) -> Iterable:
         try:
-            data = read_bounded(uri, self.max_bytes, self.timeout)
+            data = read_bounded(uri, self.max_bytes, self.timeout, budget=RAW_BUDGET, hold=hold)
         except Exception as exc:  # noqa: BLE001 - missing, special, oversized...: a dead letter, not a dead run
             yield beam.pvalue.TaggedOutput(FAILED, failure_of(uri, "read", exc, "io_error"))
             return

@@ -65,3 +65,9 @@ class MemoryBudget:
 
 #: The budget every decode in this process shares (local runs: all worker threads of `tagger tag`).
 DECODE_BUDGET = MemoryBudget(DEFAULT_MAX_DECODED_BYTES)
+
+#: Raw input bytes all reading threads of a process may hold at once (from the read until the input is decoded
+#: and preprocessed): four inputs at the default --max-bytes, whatever the worker count. Reads wait for each
+#: other instead of adding up; a raised --max-bytes raises it to one input (pipelines/inputs.py).
+DEFAULT_RAW_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+RAW_BUDGET = MemoryBudget(DEFAULT_RAW_BYTES_IN_FLIGHT)

@@ -6,14 +6,21 @@ node is ever opened), opened with ``O_NONBLOCK`` and ``fstat``'ed again on the d
 changed in between), their size checked against the cap, and read in chunks under a deadline. Other Beam
 filesystems (object stores hold only objects) are read in chunks under the same caps. Every failure is a
 :class:`ReadError` with a stable reason (``schemas/reasons.py``).
+
+With a :class:`~pipelines.memory.MemoryBudget`, the bytes are reserved before they are read (a local file's
+size from the open descriptor; ``max_bytes`` for other filesystems, whose size is not known up front) and
+stay reserved until the caller closes its ``hold`` stack, so what reading threads hold at once is bounded by
+the budget, not by the number of threads times ``max_bytes``.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import time
 
+from pipelines.memory import MemoryBudget
 from pipelines.paths import is_local, local_path, one_line
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # 64 MiB: a 12 MP JPEG is 3-8 MB, an uncompressed 20 MP RGB TIFF 60 MB
@@ -40,11 +47,17 @@ _ERRNO_REASONS = {
 }
 
 
-def read_bounded(uri: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_READ_TIMEOUT) -> bytes:
-    """All bytes of ``uri`` (a local path, ``file://`` URI or any Beam filesystem URI) or a ReadError."""
+def read_bounded(uri: str, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_READ_TIMEOUT, *,
+                 budget: MemoryBudget | None = None, hold: contextlib.ExitStack | None = None) -> bytes:
+    """All bytes of ``uri`` (a local path, ``file://`` URI or any Beam filesystem URI) or a ReadError.
+
+    With ``budget`` and ``hold``, the bytes are reserved from ``budget`` before reading, until ``hold`` closes."""
     deadline = time.monotonic() + timeout
+    reserve = (lambda n: hold.enter_context(budget.reserve(min(n, budget.total)))) if budget and hold else None
     if is_local(uri):
-        return _read_local(local_path(uri), max_bytes, deadline, uri)
+        return _read_local(local_path(uri), max_bytes, deadline, uri, reserve)
+    if reserve:
+        reserve(max_bytes)
     return _read_beam(uri, max_bytes, deadline)
 
 
@@ -72,9 +85,11 @@ def open_regular(path: str, max_bytes: int, uri: str | None = None) -> int:
     return fd
 
 
-def _read_local(path: str, max_bytes: int, deadline: float, uri: str) -> bytes:
+def _read_local(path: str, max_bytes: int, deadline: float, uri: str, reserve=None) -> bytes:
     fd = open_regular(path, max_bytes, uri)
     try:
+        if reserve:
+            reserve(os.fstat(fd).st_size)  # may wait for other threads' inputs to be decoded
         return _read_chunks(lambda n: os.read(fd, n), max_bytes, deadline, uri)
     except ReadError:
         raise

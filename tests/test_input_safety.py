@@ -188,3 +188,48 @@ def test_an_endless_manifest_line_is_one_bounded_entry(tmp_path):
     uris = list(expand_patterns([str(manifest)]))
     assert uris[1:] == [str(tmp_path / "a.jpg")] and len(uris[0]) < 70_000
     assert _reason(lambda: read_bounded(uris[0])) == "io_error"  # ENAMETOOLONG
+
+
+def test_manifests_with_cr_only_line_ends_or_utf16_name_every_entry(tmp_path):
+    for name in ("a.jpg", "b c.jpg", "ü.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    want = [str(tmp_path / n) for n in ("a.jpg", "b c.jpg", "ü.jpg")]
+    text = "# classic Mac editor\ra.jpg\rb c.jpg\r\rü.jpg"
+    for i, data in enumerate((text.encode(), text.replace("\r", "\r\n").encode("utf-16"),
+                              b"\xfe\xff" + text.replace("\r", "\n").encode("utf-16-be"))):
+        manifest = tmp_path / f"m{i}.txt"
+        manifest.write_bytes(data)
+        assert list(expand_patterns([str(manifest)])) == want, data[:20]
+    # A CRLF split across read chunks is one line break, not an empty entry plus one.
+    long_crlf = tmp_path / "long.txt"
+    long_crlf.write_bytes(b"#" * ((1 << 16) - 1) + b"\r\na.jpg\r\n")
+    assert list(expand_patterns([str(long_crlf)])) == want[:1]
+
+
+def test_raw_bytes_are_reserved_from_the_shared_budget_until_the_input_is_done(tmp_path):
+    """Reading reserves the file's size before reading and holds it until the caller is done with the bytes:
+    threads reading more than the budget at once wait for each other instead of adding up."""
+    import contextlib
+
+    for i in range(6):
+        (tmp_path / f"{i}.bin").write_bytes(bytes(40_000))
+    budget = MemoryBudget(100_000)
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def work(i: int) -> None:
+        with contextlib.ExitStack() as hold:
+            data = read_bounded(str(tmp_path / f"{i}.bin"), budget=budget, hold=hold)
+            assert budget.used >= len(data)
+            with lock:
+                held[0] += len(data)
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.02)  # "decoding"
+            with lock:
+                held[0] -= len(data)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert 40_000 <= peak[0] <= 80_000 and budget.used == 0  # at most two at a time: three exceed 100 000
