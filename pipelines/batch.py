@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from pipelines.incremental import AlreadyTagged
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.memory import DEFAULT_MAX_DECODED_BYTES
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
-from pipelines.paths import canonical_uri, is_local
+from pipelines.paths import canonical_uri, is_local, printable
 from pipelines.progress import ProgressPrinter
 from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from pipelines.runner_names import LOCAL_RUNNERS
@@ -106,10 +107,16 @@ def run_tag_job(job: TagJob) -> TagResult:
     # whichever directory the job ran from.
     job.inputs = [canonical_uri(os.path.expanduser(p)) if is_local(p) else p for p in job.inputs]
     check_inputs(job.inputs)
+    pixels = 1 if job.max_pixels is None else job.max_pixels
     for name, value in (("--max-bytes", job.max_bytes), ("--max-decoded-bytes", job.max_decoded_bytes),
-                        ("--read-timeout", job.read_timeout)):
-        if value <= 0:
-            raise UserError(f"{name} must be positive")
+                        ("--read-timeout", job.read_timeout), ("--max-pixels", pixels)):
+        if not 0 < value < math.inf:  # NaN and infinity too: a time cap that never fires is no cap
+            raise UserError(f"{name} must be a positive number")
+    for name, value in (("--workers", job.workers), ("--onnx-threads", job.onnx_threads)):
+        if value < 0:
+            raise UserError(f"{name} must be 0 (the default) or more")
+    if not job.output:
+        raise UserError("--output must name a directory")
     local = is_local_run(job.beam_args)
     if local:
         options, workers = local_options(job.beam_args, job.workers)
@@ -167,7 +174,10 @@ def run_tag_job(job: TagJob) -> TagResult:
 
     run_lock = None
     try:
-        run_lock = lock_run(output, info.run_id)
+        try:
+            run_lock = lock_run(output, info.run_id)
+        except OSError as exc:  # --output is a file, or not writable by this user
+            raise UserError(f"cannot write to --output {printable(output)}: {exc.strerror or exc}") from exc
         orphans = clean_orphans(output, info.run_id)  # staging left by interrupted runs; never a live run's
         if local and progress_dir:
             with ProgressPrinter(progress_dir, interval=job.progress_interval):

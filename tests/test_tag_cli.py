@@ -60,3 +60,22 @@ def test_progress_line_takes_its_total_from_the_matching_step(tmp_path):
             time.sleep(0.05)
     line = stream.getvalue().splitlines()[0]
     assert line.startswith("progress: 5/20 images done") and ", 1 errors, ETA " in line
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--read-timeout", "nan"], "--read-timeout must be a positive number"),
+    (["--read-timeout", "inf"], "--read-timeout must be a positive number"),
+    (["--max-pixels", "0"], "--max-pixels must be a positive number"),
+    (["--workers", "-1"], "--workers must be 0 (the default) or more"),
+    (["--onnx-threads", "-3"], "--onnx-threads must be 0 (the default) or more"),
+    (["--output", ""], "--output must name a directory"),
+    (["--output", "{file}"], "cannot write to --output"),
+])
+def test_bad_limits_and_outputs_are_one_line_errors(tmp_path, capsys, tiny_model, registry_root, extra, message):
+    write_dataset(str(tmp_path / "data"), 2)
+    (tmp_path / "file").write_text("not a directory")
+    extra = [a.replace("{file}", str(tmp_path / "file")) for a in extra]
+    code = cli_main(["tag", "--input", str(tmp_path / "data" / "images" / "*.jpg"), "--output",
+                     str(tmp_path / "out"), "--registry", registry_root, "--model", "tagger", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and not any("Traceback" in line for line in err)
