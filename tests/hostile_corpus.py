@@ -3,15 +3,22 @@
 ``build_hostile_corpus(root)`` lays out ``root/archive/`` (entries reached by the glob ``archive/*.jpg``) and
 manifests that list aliases, missing entries and special files, and returns what must happen to every input:
 ``{identity: outcome}`` where identity is the printable canonical path (what ``image_uri`` holds) and outcome
-is ``"tagged"``, ``(stage, reason)``, or ``None`` when either is acceptable (fuzzed bytes) as long as the input
-is accounted for exactly once. Every generator derives its bytes from a seed, so a failure reproduces.
+is ``"tagged"``, ``(stage, reason)``, a frozenset of acceptable outcomes, or ``None`` when any is acceptable
+(fuzzed bytes) as long as the input is accounted for exactly once. Every generator derives its bytes from a
+seed, so a failure reproduces.
 
 The classes: special files (FIFO, socket, directory named *.jpg, symlink to /dev/zero), links (dangling,
 loops, to a good image), names (not UTF-8, backslash, newline, tab, spaces, leading dashes, quotes,
 percent, non-Latin), bombs per format (headers claiming huge sizes for PNG/GIF/JPEG/TIFF/WebP; real
 8000x8000 high-bit-depth PNG and TIFF streams a few KB long), truncated and garbage streams, EXIF fuzz (wrong
 tag types, bad offsets), huge sparse files, and manifest aliases (``./a``, ``sub/../a``, ``file://``, BOM,
-CRLF, Latin-1, NUL, missing entries, non-regular entries).
+CRLF, Latin-1, NUL, missing entries, non-regular entries). Then: animations with thousands of frames
+(GIF, APNG, WebP) and multi-page TIFF; every pixel mode (1, L, LA, P, I, I;16, F, CMYK, YCbCr, LAB, RGBA);
+formats Pillow opens or not that are not tagged (ICO, PCX, TGA, PPM, SGI, EPS, PDF, XBM, DDS, QOI, IM,
+JPEG 2000, PSD, SVG, HEIC/AVIF boxes, 1-byte files); metadata bombs (16 MiB ICC, 300 XMP segments, 20 MiB
+trailing bytes, PNG tEXt/zTXt/iTXt/iCCP bombs, 5000 text chunks); headers that lie about their data; hard
+links, Unicode normalisation twins, 255-byte names, CR in names, a ~4000-byte path, a path over PATH_MAX,
+and a CR-only manifest.
 """
 from __future__ import annotations
 
@@ -278,7 +285,137 @@ def manifests(c: Corpus) -> None:
     c.patterns += [utf8, latin1]
 
 
-GENERATORS = (special_files, links, odd_names, bombs, broken_streams, exif_fuzz, sparse_files, manifests)
+# ------------------------------------------------------------------------------------ more classes (issue 9c)
+UNSUPPORTED = frozenset({("decode", "unsupported_format"), ("decode", "not_an_image")})
+TAGGED_OR_CORRUPT = frozenset({"tagged", ("decode", "corrupt")})
+
+
+def _pil(img, fmt: str, **save_args) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save_args)
+    return buf.getvalue()
+
+
+def animations(c: Corpus) -> None:
+    """Thousands of frames or pages: only the first is decoded, so each costs what one frame costs."""
+    from PIL import Image
+
+    frames = [Image.new("P", (32, 24), i % 250) for i in range(2000)]
+    for img in frames:
+        img.putpalette([v for i in range(256) for v in (i, 255 - i, (i * 7) % 256)])
+    c.write("gif_2000_frames.jpg", _pil(frames[0], "GIF", save_all=True, append_images=frames[1:],
+                                        duration=10, loop=0), "tagged")
+    rgb = [f.convert("RGB") for f in frames[:500]]
+    c.write("apng_300_frames.jpg", _pil(rgb[0], "PNG", save_all=True, append_images=rgb[1:300]), "tagged")
+    c.write("webp_200_frames.jpg", _pil(rgb[0], "WEBP", save_all=True, append_images=rgb[1:200],
+                                        quality=10, method=0), "tagged")
+    c.write("tiff_500_pages.jpg", _pil(rgb[0], "TIFF", save_all=True, append_images=rgb[1:]), "tagged")
+
+
+def modes(c: Corpus) -> None:
+    """Every pixel mode an archive can hold: 1, L, LA, P (+transparency), I, I;16, F, CMYK, YCbCr, LAB, RGBA."""
+    base = make_sample(random.Random(61), (64, 48)).image
+    cases = {
+        "mode_1.png": ("1", "PNG"), "mode_l.jpg": ("L", "JPEG"), "mode_la.png": ("LA", "PNG"),
+        "mode_p.gif": ("P", "GIF"), "mode_i.tif": ("I", "TIFF"), "mode_i16.png": ("I;16", "PNG"),
+        "mode_i16.tif": ("I;16", "TIFF"), "mode_f.tif": ("F", "TIFF"), "mode_cmyk.jpg": ("CMYK", "JPEG"),
+        "mode_cmyk.tif": ("CMYK", "TIFF"), "mode_ycbcr.tif": ("YCbCr", "TIFF"), "mode_lab.tif": ("LAB", "TIFF"),
+        "mode_rgba.webp": ("RGBA", "WEBP"), "mode_rgba.tif": ("RGBA", "TIFF"), "mode_1.bmp": ("1", "BMP"),
+        "mode_p.bmp": ("P", "BMP"), "mode_rgba.bmp": ("RGBA", "BMP"),
+    }
+    for name, (mode, fmt) in cases.items():
+        img = base.convert("L").convert(mode) if mode.startswith("I") or mode == "F" else base.convert(mode)
+        # Pillow 12 writes YCbCr TIFF strips it cannot read back: either outcome, but one of them.
+        c.write(f"{name}.jpg", _pil(img, fmt), TAGGED_OR_CORRUPT if mode == "YCbCr" else "tagged")
+    transparent = base.convert("P")
+    c.write("mode_p_transparent.png.jpg", _pil(transparent, "PNG", transparency=0), "tagged")
+    c.write("progressive.jpg", _pil(base, "JPEG", progressive=True), "tagged")
+    c.write("grey_alpha_16.png.jpg", png_stream(64, 48, 4, 16, fill=77), "tagged")
+
+
+def other_formats(c: Corpus) -> None:
+    """Formats Pillow opens (or not) that the platform does not tag: one dead letter each, never a crash."""
+    base = make_sample(random.Random(62), (64, 48)).image
+    for fmt in ("ICO", "PCX", "TGA", "PPM", "SGI", "EPS", "PDF", "XBM", "DDS", "QOI", "IM", "JPEG2000"):
+        try:
+            data = _pil(base.convert("1") if fmt == "XBM" else base, fmt)
+        except (KeyError, OSError, ValueError):  # this Pillow build cannot write it
+            continue
+        c.write(f"format_{fmt.lower()}.jpg", data, UNSUPPORTED)
+    psd = (b"8BPS" + struct.pack(">H6sHIIHH", 1, b"", 3, 48, 64, 8, 3) + struct.pack(">III", 0, 0, 0)
+           + struct.pack(">H", 0) + bytes(3 * 48 * 64))
+    c.write("format_psd.jpg", psd, UNSUPPORTED | {("decode", "corrupt")})
+    c.write("format_svg.jpg", b'<svg xmlns="http://www.w3.org/2000/svg" width="9e9" height="9e9"/>', UNSUPPORTED)
+    heic = struct.pack(">I", 24) + b"ftypheic" + b"\x00" * 4 + b"mif1heic" + bytes(4000)
+    c.write("format_heic.jpg", heic, UNSUPPORTED | {("decode", "corrupt")})
+    avif = struct.pack(">I", 24) + b"ftypavif" + b"\x00" * 4 + b"mif1avif" + bytes(4000)
+    c.write("format_avif_garbage.jpg", avif, UNSUPPORTED | {("decode", "corrupt")})
+    c.write("one_byte.jpg", b"\xff", ("decode", "not_an_image"))
+    c.write("jpeg_soi_only.jpg", b"\xff\xd8", None)
+
+
+def metadata_bombs(c: Corpus) -> None:
+    """Huge or self-expanding metadata around a good image: ICC, XMP, comments, PNG text and zTXt bombs."""
+    base = make_sample(random.Random(63), (64, 48)).image
+    rng = random.Random(64)
+    c.write("icc_16mib.jpg", _pil(base, "JPEG", icc_profile=rng.randbytes(16 << 20)), "tagged")
+    app1 = b"\xff\xe1" + struct.pack(">H", 65535) + b"http://ns.adobe.com/xap/1.0/\x00" + bytes(65533 - 29)
+    jpeg = _pil(base, "JPEG")
+    c.write("xmp_300_segments.jpg", jpeg[:2] + app1 * 300 + jpeg[2:], "tagged")
+    c.write("trailing_20mib.jpg", jpeg + rng.randbytes(20 << 20), "tagged")
+    png = _pil(base, "PNG")
+    end = png.index(b"IDAT") - 4
+    zeros = zlib.compressobj(9)
+    bomb = zeros.compress(bytes(64 << 20)) + zeros.flush()  # 64 MiB of text in ~64 KB
+    chunks = {
+        "png_text_8mib": _chunk(b"tEXt", b"Comment\x00" + b"x" * (8 << 20)),
+        "png_ztxt_bomb": _chunk(b"zTXt", b"Comment\x00\x00" + bomb),
+        "png_itxt_bomb": _chunk(b"iTXt", b"Comment\x00\x01\x00\x00\x00" + bomb),
+        "png_iccp_bomb": _chunk(b"iCCP", b"icc\x00\x00" + bomb),
+        "png_5000_text_chunks": b"".join(_chunk(b"tEXt", b"k%d\x00" % i + b"v" * 1000) for i in range(5000)),
+    }
+    for name, chunk in chunks.items():
+        c.write(f"{name}.jpg", png[:end] + chunk + png[end:], TAGGED_OR_CORRUPT)
+
+
+def lying_headers(c: Corpus) -> None:
+    """Headers that disagree with the data: sizes within the limits but no data, offsets past the end."""
+    c.write("bmp_claims_8000_no_data.jpg", b"BM" + struct.pack("<IHHI", 0, 0, 0, 54)
+            + struct.pack("<IiiHHIIiiII", 40, 8000, 8000, 1, 24, 0, 0, 0, 0, 0, 0) + bytes(100), None)
+    c.write("tiff_claims_4000_one_row.jpg", tiff_strip_reuse(4000, 3000, 8, 1)[:-3000], None)
+    c.write("png_idat_longer_than_image.jpg", png_stream(64, 48, 2, 8)[:33]
+            + _chunk(b"IDAT", zlib.compress(bytes(50 << 20), 9)) + _chunk(b"IEND", b""), TAGGED_OR_CORRUPT)
+
+
+def more_names(c: Corpus) -> None:
+    """Hard links, Unicode normalisation variants (two files), a 255-byte name, CR in a name, a path of ~4000
+    bytes (listed by a manifest), and a manifest entry longer than any path the system allows."""
+    c.write("hard_target.jpg", good_image(71), "tagged")
+    os.link(c.path("hard_target.jpg"), c.path("hard_link.jpg"))
+    c.expect(c.path("hard_link.jpg"), "tagged")
+    c.write("caf\u00e9-nfc.jpg", good_image(72), "tagged")
+    c.write("cafe\u0301-nfc.jpg", good_image(73), "tagged")
+    c.write("n" * 251 + ".jpg", good_image(74), "tagged")
+    c.write("carriage\rreturn.jpg", good_image(75), "tagged")
+    c.write(".hidden.jpg", good_image(76), "tagged")
+    deep = os.path.join(c.root, "deep", *(["d" * 60] * 62))
+    os.makedirs(deep)
+    deep_file = os.path.join(deep, "deep.jpg")
+    with open(deep_file, "wb") as fh:
+        fh.write(good_image(77))
+    c.expect(deep_file, "tagged")
+    too_long = os.path.join(c.root, "x" * 5000 + ".jpg")
+    c.expect(too_long, ("read", "io_error"))
+    manifest = os.path.join(c.root, "cr_only.lst")  # classic Mac line ends: each CR ends an entry
+    with open(manifest, "wb") as fh:
+        fh.write(b"\r".join([b"# CR-only", deep_file.encode(), too_long.encode(), b"archive/hard_link.jpg",
+                             b"archive/cr-only-missing.jpg", b""]))
+    c.expect(os.path.join(c.archive, "cr-only-missing.jpg"), ("read", "missing"))
+    c.patterns.append(manifest)
+
+
+GENERATORS = (special_files, links, odd_names, bombs, broken_streams, exif_fuzz, sparse_files, manifests,
+              animations, modes, other_formats, metadata_bombs, lying_headers, more_names)
 
 
 def build_hostile_corpus(root: str) -> Corpus:
