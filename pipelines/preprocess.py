@@ -10,6 +10,8 @@ from PIL import Image
 
 from schemas.card import Preprocessing
 
+# Above this many input-size squares, the resized intermediate of a centre crop is skipped (see below).
+MAX_INTERMEDIATE_SQUARES = 16
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -26,8 +28,13 @@ def resize_for_model(image: Image.Image, spec: Preprocessing) -> Image.Image:
     w, h = image.size
     scale = spec.resize_shorter / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    resized = image.resize((nw, nh), resample)
     left, top = (nw - size) // 2, (nh - size) // 2
+    if nw * nh > MAX_INTERMEDIATE_SQUARES * size * size:
+        # An extreme aspect ratio (an 8 x 200 000 strip, 3 KB as PNG) would make the intermediate gigapixels:
+        # resize only the source region the crop keeps.
+        sx, sy = w / nw, h / nh
+        return image.resize((size, size), resample, box=(left * sx, top * sy, (left + size) * sx, (top + size) * sy))
+    resized = image.resize((nw, nh), resample)
     return resized.crop((left, top, left + size, top + size))
 
 

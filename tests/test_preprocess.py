@@ -42,3 +42,24 @@ def test_draft_size_never_goes_below_what_the_resize_needs():
     assert draft_size_for(Preprocessing(input_size=224)) == (224, 224)
     spec = Preprocessing(input_size=224, resize="shorter_side_center_crop", resize_shorter=256)
     assert draft_size_for(spec) == (256, 256)
+
+
+def test_centre_crop_of_an_extreme_aspect_ratio_needs_no_gigapixel_intermediate():
+    """An 8 x 200 000 strip (3 KB as PNG) would be resized to 256 x 6 400 000 (6.5 GB as RGB) before the crop:
+    only the kept region is resized, in a process limited to 2 GB of address space, with the pixels the
+    resize-then-crop gives (checked on a strip small enough for both ways)."""
+    import subprocess
+    import sys
+
+    spec = Preprocessing(input_size=224, resize="shorter_side_center_crop", resize_shorter=256)
+    strip = Image.fromarray((np.linspace(0, 255, 3000)[None, :, None] * np.ones((8, 1, 3))).astype(np.uint8))
+    nw, nh = 96000, 256
+    left, top = (nw - 224) // 2, (nh - 224) // 2
+    expected = strip.resize((nw, nh), Image.Resampling.BILINEAR).crop((left, top, left + 224, top + 224))
+    assert np.array_equal(np.asarray(resize_for_model(strip, spec)), np.asarray(expected))
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+            "from PIL import Image\nfrom pipelines.preprocess import preprocess\nfrom schemas.card import Preprocessing\n"
+            "spec = Preprocessing(input_size=224, resize='shorter_side_center_crop', resize_shorter=256)\n"
+            "print(preprocess(Image.new('RGB', (8, 200_000), (9, 99, 199)), spec).shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "(3, 224, 224)", done.stderr[-2000:]
