@@ -13,12 +13,13 @@ import re
 from typing import Any
 
 import schemas
-from schemas.tagging import MANIFESTS_DIR
 
 # Package data of `schemas` (not docs/): `--incremental` reads it at run time, also from a non-editable install.
 QUERIES_FILE = os.path.join(os.path.dirname(os.path.abspath(schemas.__file__)), "queries.sql")
 _SECTION = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _MANIFEST_GLOB = "{output}/_manifests/*.json"
+_TAGS_GLOB = "{output}/run_date=*/model_version=*/*.parquet"
+_ERRORS_GLOB = "{output}/_errors/run_date=*/*.parquet"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 LOG = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ def load_queries(path: str = QUERIES_FILE) -> dict[str, str]:
         text = fh.read()
     parts = _SECTION.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
-
-
-def _has(output: str, pattern: str) -> bool:
-    return bool(glob.glob(os.path.join(glob.escape(output), pattern)))
 
 
 def glob_literal(path: str) -> str:
@@ -52,46 +49,71 @@ def connect(output: str, database: str = ":memory:"):
 
     con = duckdb.connect(database)
     output = os.path.abspath(output)
-    good, broken = run_manifests(output)
-    if not good:
-        con.execute("CREATE TABLE manifests (run_id VARCHAR)")
     setup = load_queries()["setup"]
-    if broken:  # read only the well-formed manifests: one hand-edited file must not hide every run
-        LOG.warning("ignoring %d malformed run manifest(s) under %s: %s", len(broken), output,
-                    ", ".join(os.path.basename(p) for p in broken[:5]))
-        setup = setup.replace(f"'{_MANIFEST_GLOB}'", "[" + ", ".join(_sql_path(p) for p in good) + "]")
+    present = {}
+    # Read only well-formed files: one hand-edited manifest or a junk .parquet must not break every view.
+    for view, pattern, well_formed in (("manifests", _MANIFEST_GLOB, _is_manifest), ("tags", _TAGS_GLOB, _is_parquet),
+                                       ("errors", _ERRORS_GLOB, _is_parquet)):
+        good, broken = _files(output, pattern, well_formed)
+        present[view] = bool(good)
+        if broken:
+            LOG.warning("ignoring %d malformed file(s) under %s: %s", len(broken), output,
+                        ", ".join(os.path.relpath(p, output) for p in broken[:5]))
+            setup = setup.replace(f"'{pattern}'", "[" + ", ".join(_sql_path(p) for p in good) + "]")
+    if not present["manifests"]:
+        con.execute("CREATE TABLE manifests (run_id VARCHAR)")
     setup = setup.replace("{output}", glob_literal(output).replace("'", "''"))
     for statement in filter(None, (s.strip() for s in setup.split(";"))):
         if not "".join(line for line in statement.splitlines() if not line.startswith("--")).strip():
             continue
         view = re.search(r"VIEW (\w+)", statement).group(1)
-        if view == "manifests" and not good:
+        if view == "manifests" and not present[view]:
             continue
-        if view == "tags" and not _has(output, "run_date=*/model_version=*/*.parquet"):
+        if view == "tags" and not present[view]:
             _empty(con, "tags", TAGS_SCHEMA, run_date=True)
             continue
-        if view == "errors" and not _has(output, "_errors/run_date=*/*.parquet"):
+        if view == "errors" and not present[view]:
             _empty(con, "errors", DEAD_LETTER_SCHEMA, run_date=True)
             continue
         con.execute(statement)
     return con
 
 
-def run_manifests(output: str) -> tuple[list[str], list[str]]:
-    """(well-formed, malformed) run manifest files of ``output``. Well-formed: a regular file of at most 16 MiB
-    holding a JSON object with a string ``run_id``; anything else (hand-edited, truncated, a FIFO) marks no
-    run as committed, and is reported instead of breaking every view."""
+def _files(output: str, pattern: str, well_formed) -> tuple[list[str], list[str]]:
+    """(well-formed, malformed) files ``pattern`` (a glob under ``{output}``) matches."""
+    good, broken = [], []
+    for path in sorted(glob.glob(pattern.replace("{output}", glob.escape(output)))):
+        (good if well_formed(path) else broken).append(path)
+    return good, broken
+
+
+def _is_manifest(path: str) -> bool:
+    """A run manifest: a regular file of at most 16 MiB holding a JSON object with a string ``run_id``;
+    anything else (hand-edited, truncated, a FIFO) marks no run as committed."""
     from pipelines.reading import ReadError, read_bounded
 
-    good, broken = [], []
-    for path in sorted(glob.glob(os.path.join(glob.escape(output), MANIFESTS_DIR, "*.json"))):
-        try:
-            doc = json.loads(read_bounded(path, MAX_MANIFEST_BYTES, timeout=10))
-            ok = isinstance(doc, dict) and isinstance(doc.get("run_id"), str)
-        except (ReadError, ValueError):
-            ok = False
-        (good if ok else broken).append(path)
-    return good, broken
+    try:
+        doc = json.loads(read_bounded(path, MAX_MANIFEST_BYTES, timeout=10))
+    except (ReadError, ValueError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("run_id"), str)
+
+
+def _is_parquet(path: str) -> bool:
+    """A regular file that starts and ends with Parquet's magic bytes (a junk file named .parquet does not)."""
+    from pipelines.reading import ReadError, open_regular
+
+    try:
+        fd = open_regular(path, 1 << 62)
+    except ReadError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        return size >= 12 and os.pread(fd, 4, 0) == b"PAR1" and os.pread(fd, 4, size - 4) == b"PAR1"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _sql_path(path: str) -> str:

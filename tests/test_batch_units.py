@@ -55,7 +55,7 @@ def test_queries_on_an_empty_output_return_no_rows(tmp_path):
     for name, sql in load_queries().items():
         if name != "setup":
             params = {k: v for k, v in {"tag": "red", "min_probability": 0.5, "version_a": "v1",
-                                        "version_b": "v2"}.items() if f"${k}" in sql}
+                                        "version_b": "v2", "model_a": "tagger", "model_b": "tagger"}.items() if f"${k}" in sql}
             assert con.execute(sql, params).fetchall() == [], name
 
 

@@ -49,8 +49,11 @@ def test_two_models_sharing_a_version_under_a_glob_like_output_keep_their_rows_a
                 for tags in (*by_model["adv"].values(), *by_model["other"].values()) for tag in tags}
     assert {tag: (a, b) for tag, a, b, _, _ in diff} == expected
     assert any(changed for *_, changed in diff)  # the two models really disagree: nothing pooled
-    # A hand-edited (here: truncated) run manifest hides no committed run from the views or --incremental.
+    # A hand-edited (truncated) run manifest or a junk .parquet hides no committed run from the views or
+    # --incremental, and breaks neither.
     (tmp_path / "out[2024]" / "_manifests" / "20260101T000000Z-handedit.json").write_text('{"run_id": "2026')
+    (tmp_path / "out[2024]" / "run_date=2026-01-01" / "model_version=v1").mkdir(parents=True)
+    (tmp_path / "out[2024]" / "run_date=2026-01-01" / "model_version=v1" / "junk.parquet").write_text("junk")
     assert connect(output).execute("SELECT count(*) FROM tags").fetchall() == [(10,)]
     again_adv, again_other = run("adv", incremental=True), run("other", incremental=True)
     assert (again_adv.skipped, again_adv.tagged) == (5, 0) and (again_other.skipped, again_other.tagged) == (5, 0)
