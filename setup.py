@@ -51,6 +51,8 @@ EXTRAS = {
     # `tagger review`: the review page (Flask served by waitress), label-issue detection (cleanlab, which
     # also needs scikit-learn) and the simulation benchmark's plot (matplotlib).
     "review": ["flask>=3.1,<4", "waitress>=3.0,<4", "cleanlab>=2.9,<3", "scikit-learn>=1.5", "matplotlib>=3.9"],
+    # `tagger tag --runner=DaskRunner` (pipelines/dask_runner.py); the cluster's workers need it too.
+    "dask": ["dask==2026.8.0", "distributed==2026.8.0"],
 }
 
 setup(
@@ -63,5 +65,7 @@ setup(
     package_data={"schemas": ["queries.sql"], "review": ["static/*"]},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["tagger=jobs.cli:main"]},
+    entry_points={"console_scripts": ["tagger=jobs.cli:main",
+                                      # SDK worker boot for external worker pools (docs/batch.md)
+                                      "tagger-worker-boot=pipelines.worker_boot:main"]},
 )

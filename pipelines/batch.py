@@ -1,7 +1,9 @@
 """The nightly batch tagging pipeline: match -> read -> TagImages -> Parquet + dead letters -> manifest.
 
-Local runs use Beam's in-process FnApiRunner (never the Prism download) with one worker per core; any other
-``--runner`` and its options pass straight through to Beam.
+Local runs use Beam's in-process FnApiRunner (never the Prism download) with one worker per core;
+``--runner=DaskRunner`` runs on a dask.distributed cluster through :mod:`pipelines.dask_runner`; any other
+``--runner`` and its options go to Beam as given (never replaced by another runner), and a runner that is
+unknown or cannot start fails in one line.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import datetime as dt
 import logging
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import apache_beam as beam
@@ -23,7 +26,7 @@ from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, di
 from pipelines.paths import canonical_uri, is_local, printable
 from pipelines.progress import ProgressPrinter
 from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
-from pipelines.runner_names import LOCAL_RUNNERS
+from pipelines.runner_names import DASK_RUNNERS, LOCAL_RUNNERS
 from pipelines.sinks import CommitRun, RunInfo, WriteRows
 from pipelines.staging import clean_orphans, lock_run
 from pipelines.transforms import TagImages
@@ -80,6 +83,40 @@ def is_local_run(beam_args: list[str]) -> bool:
     return runner is None or runner in LOCAL_RUNNERS
 
 
+def choose_runner(options: PipelineOptions):
+    """(name recorded in the manifest, runner object or None for Beam's own lookup); a one-line UserError for
+    a runner name Beam does not know or whose dependencies are missing. Never substitutes another runner."""
+    name = options.view_as(StandardOptions).runner
+    if name is None or name in LOCAL_RUNNERS:
+        return LOCAL_RUNNER, _local_runner()
+    if name in DASK_RUNNERS:
+        try:
+            from pipelines.dask_runner import DaskRunner
+        except ImportError as exc:
+            raise UserError(f"--runner={name} needs dask.distributed here and on the workers "
+                            f"(pip install 'image-tagger[dask]'): {exc}") from exc
+        return "DaskRunner", DaskRunner()
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        create_runner(name)
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"--runner={name}: {str(exc).splitlines()[0]}") from exc
+    return name, None
+
+
+def remote_onnx_threads(name: str, options: PipelineOptions) -> int:
+    """onnxruntime intra-op threads per worker task on a distributed runner: cores / worker threads of the
+    busiest Dask host (0, onnxruntime's default of all cores, oversubscribes: every task thread would start
+    that many); 1 elsewhere (Dataflow and Flink run one SDK worker per core)."""
+    if name != "DaskRunner":
+        return 1
+    from pipelines.dask_runner import DaskOptions, cluster_shape
+
+    dask_options = options.view_as(DaskOptions)
+    return cluster_shape(dask_options.address, dask_options.timeout or 30).intra_op_threads
+
+
 def local_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, int]:
     """FnApiRunner options: ``workers`` threads (default: one per core) plus whatever the user passed."""
     workers = workers or os.cpu_count() or 1
@@ -120,10 +157,9 @@ def run_tag_job(job: TagJob) -> TagResult:
     local = is_local_run(job.beam_args)
     if local:
         options, workers = local_options(job.beam_args, job.workers)
-        runner_name = LOCAL_RUNNER
     else:
         options, workers = PipelineOptions(job.beam_args), 1
-        runner_name = options.view_as(StandardOptions).runner
+    runner_name, runner = choose_runner(options)
 
     now = dt.datetime.now(dt.timezone.utc)
     output = os.path.abspath(job.output) if storage.is_local(job.output) else job.output
@@ -143,24 +179,28 @@ def run_tag_job(job: TagJob) -> TagResult:
         if not storage.is_local(output):
             raise UserError("--incremental needs a local (or mounted) --output to read earlier runs")
         already_tagged = AlreadyTagged(output, card.name, card.version, info.run_id)
-        # Loaded here for the log line; in-process workers share this copy.
-        LOG.info("--incremental: %d images already tagged by %s will be skipped", len(already_tagged.load()),
-                 card.ref)
+        if local:  # loaded here for the log line; in-process workers share this copy
+            LOG.info("--incremental: %d images already tagged by %s will be skipped",
+                     len(already_tagged.load()), card.ref)
+        else:  # each worker process loads the set; the launcher holds no per-image state
+            LOG.info("--incremental: workers skip images already tagged by %s", card.ref)
 
     batch_size = job.batch_size or default_batch_size(local)
     handler = CardModelHandler(
         registry.root,
         card.ref,
-        intra_op_threads=job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local else 0),
+        intra_op_threads=job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local
+                                              else remote_onnx_threads(runner_name, options)),
         min_batch_size=max(1, batch_size // 2),
         max_batch_size=batch_size,
     )
     if local and "multi_processing" not in (options.view_as(DirectOptions).direct_running_mode or ""):
         # Same process as the workers: build the (already sha256-verified) session while Beam sets up.
         preload_session(registry.root, loaded.model_path, card, handler.intra_op_threads)
-    progress_dir = storage.join(info.staging, "progress") if local and storage.is_local(output) else None
+    # Workers on this machine or with the output mounted count into it; a remote output has no progress line.
+    progress_dir = storage.join(info.staging, "progress") if storage.is_local(output) else None
 
-    pipeline = beam.Pipeline(runner=_local_runner() if local else None, options=options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     # Locally, shards are a multiple of the worker count so every worker gets the same number of images;
     # elsewhere the runner's shuffle spreads the URIs one by one.
     matching = MatchInputs(
@@ -179,12 +219,8 @@ def run_tag_job(job: TagJob) -> TagResult:
         except OSError as exc:  # --output is a file, or not writable by this user
             raise UserError(f"cannot write to --output {printable(output)}: {exc.strerror or exc}") from exc
         orphans = clean_orphans(output, info.run_id)  # staging left by interrupted runs; never a live run's
-        if local and progress_dir:
-            with ProgressPrinter(progress_dir, interval=job.progress_interval):
-                result = pipeline.run()
-                result.wait_until_finish()
-        else:
-            result = pipeline.run()
+        with ProgressPrinter(progress_dir, interval=job.progress_interval) if progress_dir else nullcontext():
+            result = _start(pipeline, runner_name, local)
             result.wait_until_finish()
     finally:
         discard_preloaded()
@@ -233,6 +269,20 @@ def build_tagging(
         failed | "WriteDeadLetters" >> WriteRows("failed", info.staging, info.run_id, progress_dir),
     ) | "Written" >> beam.Flatten()
     _ = (written, uris, skipped) | "CommitRun" >> CommitRun(info)
+
+
+def _start(pipeline: beam.Pipeline, runner_name: str, local: bool):
+    """``pipeline.run()``; a runner that cannot even start (a job-server jar or Prism binary it cannot
+    download, an unreachable cluster) fails in one line saying so instead of a traceback."""
+    if local:
+        return pipeline.run()
+    try:
+        return pipeline.run()
+    except Exception as exc:
+        LOG.debug("runner %s failed to start", runner_name, exc_info=True)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"--runner={runner_name} could not start the job: {type(exc).__name__}: {detail[:300]}"
+                        ) from exc
 
 
 def _local_runner():
