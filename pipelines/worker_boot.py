@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tagger-artifacts-") as dest:
             staged = fetch_artifacts(args.provision_endpoint, args.artifact_endpoint, args.id, dest)
             if WORKFLOW_TARBALL in staged:
+                tarball = os.path.join(dest, WORKFLOW_TARBALL)  # pip wants the sdist's own name
+                os.replace(staged[WORKFLOW_TARBALL], tarball)
                 cache = os.environ.get("TAGGER_WORKER_CACHE", tempfile.gettempdir())
-                target = install_workflow(staged[WORKFLOW_TARBALL], cache)
+                target = install_workflow(tarball, cache)
                 env["PYTHONPATH"] = os.pathsep.join(filter(None, [target, env.get("PYTHONPATH")]))
                 LOG.info("worker %s runs the staged project installed in %s", args.id, target)
     harness = ("from apache_beam.runners.worker.sdk_worker import SdkHarness; "
