@@ -13,14 +13,21 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models.registry import Registry
 from pipelines.decode import DEFAULT_MAX_PIXELS
+from pipelines.runner_names import LOCAL_RUNNERS
 from pipelines.streaming.hot_model import DEFAULT_CHECK_INTERVAL_S, HotReloadModelHandler
 from pipelines.streaming.kafka_config import KafkaConfig
 from pipelines.streaming.sink import WriteDurably
 from pipelines.streaming.source import ReadFromKafkaSDF
 from pipelines.streaming.steps import ApplyVersionThresholds, DecodeItems, ParseMessages, PreprocessItems, ScoreItems
+from schemas.errors import UserError
 from schemas.messages import DEFAULT_MAX_MESSAGE_BYTES
 
 LOG = logging.getLogger(__name__)
+STREAM_RUNNERS_ERROR = (
+    "tagger stream runs on the in-process FnApiRunner only (the default; --runner=DirectRunner or FnApiRunner), "
+    "not {runner}: its Kafka source and offset-committing sink are proven only there, and DaskRunner has no "
+    "streaming mode; run more `tagger stream` processes in the same --group to scale out"
+)
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,11 @@ def run(job: StreamJob) -> None:
     """Run until killed (streaming pipelines never finish on their own)."""
     options = options_for(job.beam_args)
     runner = options.view_as(StandardOptions).runner
-    if runner in (None, "DirectRunner", "FnApiRunner"):
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    if runner not in (None, *LOCAL_RUNNERS):
+        raise UserError(STREAM_RUNNERS_ERROR.format(runner=runner))
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-        runner = FnApiRunner()  # DirectRunner would try to download Prism, which fails offline
+    runner = FnApiRunner()  # DirectRunner would try to download Prism, which fails offline
     for noisy in ("kafka", "apache_beam"):
         if logging.getLogger().level > logging.DEBUG:
             logging.getLogger(noisy).setLevel(logging.WARNING)
