@@ -32,7 +32,8 @@ def register(subparsers) -> None:
                              "runner)")
     parser.add_argument("--workers", type=int, default=0, help="local worker threads (0 = one per core)")
     parser.add_argument("--onnx-threads", type=int, default=0,
-                        help="onnxruntime intra-op threads per worker (0 = cores / workers locally)")
+                        help="onnxruntime intra-op threads per worker (0 = cores / workers locally, cores / worker "
+                             "threads per host on Dask, 1 on other distributed runners)")
     parser.add_argument("--max-pixels", type=int, default=None, help="decompression-bomb limit in pixels")
     # Light, Beam-free modules: the defaults are defined once, next to the code that enforces them.
     from pipelines.memory import DEFAULT_MAX_DECODED_BYTES

@@ -151,3 +151,14 @@ def test_side_input_upstream_runs_once(dask_address, tmp_path):
     _run(dask_address, build)
     assert _seen(out_dir) == [["x", [1, 2, 3]]]
     assert _seen(side_dir) == [1, 2, 3]  # Beam's runner recomputed the side input's branch in the reader
+
+
+def test_remote_onnx_threads_split_each_hosts_cores_between_its_worker_threads(dask_address):
+    from pipelines.batch import remote_onnx_threads
+    from pipelines.dask_runner import cluster_shape
+
+    shape = cluster_shape(dask_address)
+    assert (shape.workers, shape.threads) == (2, 2)  # the fixture: 2 processes x 1 thread, one host
+    cores = len(os.sched_getaffinity(0))
+    options = PipelineOptions([f"--dask_client_address={dask_address}"])
+    assert remote_onnx_threads("DaskRunner", options) == max(1, cores // 2)  # never onnxruntime's 0 (all cores)
