@@ -151,6 +151,20 @@ def _run_bundle(items: Iterable[WindowedValue], step: _Step, *side_values: list)
     return [(outputs, {(step.label, m.namespace, m.name): v for m, v in found.items()})]
 
 
+def _teardown(submission: str) -> int:
+    """Run on every worker when a job ends: tear down and forget its set-up DoFns (models, files, sets), so a
+    long-lived cluster does not accumulate one set per nightly run."""
+    with _SET_UP_LOCK:
+        done = [key for key in _SET_UP if key.startswith(f"{submission}/")]
+        fns = [fn for key in done for fn in _SET_UP.pop(key)]
+    for fn in fns:
+        try:
+            fn.teardown()
+        except Exception:  # best effort, like Beam's own teardown
+            LOG.warning("teardown of %s failed", type(fn).__name__, exc_info=True)
+    return len(fns)
+
+
 def _select(partition: list, tag) -> list:
     return partition[0][0][tag]
 
@@ -278,9 +292,9 @@ class _Counters(MetricResults):
 class DaskResult(PipelineResult):
     """Waits for every target; the launcher receives per-partition counts and counters, never elements."""
 
-    def __init__(self, client, futures) -> None:
+    def __init__(self, client, futures, submission: str) -> None:
         super().__init__(PipelineState.RUNNING)
-        self.client, self.futures = client, futures
+        self.client, self.futures, self.submission = client, futures, submission
         self.totals: dict[tuple[str, str, str], int] = {}
 
     def wait_until_finish(self, duration=None) -> str:
@@ -301,12 +315,19 @@ class DaskResult(PipelineResult):
             raise
         finally:
             if self._state != PipelineState.RUNNING:
-                self.client.close()
+                self._close()
         return self._state
+
+    def _close(self) -> None:
+        try:
+            self.client.run(_teardown, self.submission)
+        except Exception:  # a lost worker has nothing left to tear down
+            LOG.debug("DoFn teardown on the workers failed", exc_info=True)
+        self.client.close()
 
     def cancel(self) -> str:
         self.client.cancel(self.futures)
-        self.client.close()
+        self._close()
         self._state = PipelineState.CANCELLED
         return self._state
 
@@ -332,7 +353,8 @@ class DaskRunner(BeamDaskRunner):
             pipeline.visit(translator)
             # Unoptimized: graph optimization renames fused keys, and a branch renamed differently for two
             # targets would run twice (twice the side effects: files written, runs committed).
-            return DaskResult(client, client.compute(translator.targets(), optimize_graph=False))
+            futures = client.compute(translator.targets(), optimize_graph=False)
+            return DaskResult(client, futures, translator.submission)
         except BaseException:
             client.close()
             raise

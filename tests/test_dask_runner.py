@@ -162,3 +162,30 @@ def test_remote_onnx_threads_split_each_hosts_cores_between_its_worker_threads(d
     cores = len(os.sched_getaffinity(0))
     options = PipelineOptions([f"--dask_client_address={dask_address}"])
     assert remote_onnx_threads("DaskRunner", options) == max(1, cores // 2)  # never onnxruntime's 0 (all cores)
+
+
+class _Marks(beam.DoFn):
+    """Set up once per worker process, torn down when the job ends: a file per lifecycle event."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def _mark(self, event: str) -> None:
+        open(os.path.join(self.directory, f"{event}-{os.getpid()}-{id(self)}"), "w").close()
+
+    def setup(self):
+        self._mark("setup")
+
+    def process(self, n):
+        yield n
+
+    def teardown(self):
+        self._mark("teardown")
+
+
+def test_dofns_are_set_up_once_per_worker_and_torn_down_when_the_job_ends(dask_address, tmp_path):
+    (marks,) = _dirs(tmp_path, "marks")
+    _run(dask_address, lambda p: p | beam.Create(range(64)) | beam.Reshuffle() | beam.ParDo(_Marks(marks)),
+         "--dask_npartitions=16")
+    events = sorted(name.split("-")[0] for name in os.listdir(marks))
+    assert events.count("setup") <= 2 and events.count("setup") == events.count("teardown")  # 16 bundles
