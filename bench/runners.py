@@ -175,16 +175,40 @@ def _manifest(tmp: str, name: str, paths: list[str]) -> str:
     return path
 
 
+def throughput(runners: dict, photos: str, registry: str, ref: str, tmp: str, repeats: int) -> dict:
+    """Each runner on the same manifest, ``repeats`` times; prints one line per run and the table."""
+    results: dict[str, list[dict]] = {}
+    # Untimed warm-up: Dask workers are long-lived (their imports and model load happen once per cluster).
+    warm = _manifest(tmp, "warm", sorted(glob.glob(os.path.join(tmp, "photos", "*.jpg")))[:16])
+    for name, (extra, services) in runners.items():
+        tag(warm, registry, ref, os.path.join(tmp, f"warm-{len(extra)}"), extra, services)
+    for r in range(repeats):
+        for name, (extra, services) in runners.items():
+            res = tag(photos, registry, ref, os.path.join(tmp, f"out-{len(results)}-{r}"), extra, services)
+            results.setdefault(name, []).append(res)
+            print(f"  {name}: {res['tagged']} images in {res['wall']:.1f} s = {res['rate']:.1f} images/s, "
+                  f"{res['cpu']:.0f} CPU-s (launcher {res['launcher_cpu']:.0f}), load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+    base = min(results["FnApiRunner (in-process, 2 threads)"], key=lambda r: r["wall"])
+    print("\n| runner | images/s | wall s | CPU-s | CPU-s/image | images/s vs FnApiRunner |\n|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        best = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+        print(f"| {name} | {best['rate']:.1f} | {best['wall']:.1f} | {best['cpu']:.0f} | "
+              f"{best['cpu'] / best['tagged'] * 1000:.0f} ms | {best['rate'] / base['rate']:.2f}x |")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--memory-sizes", default="1000,10000")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--memory-only", action="store_true", help="only the Dask launcher-memory table")
     args = parser.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench-runners-")
     registry = os.path.join(tmp, "registry")
-    ref = publish_mobilenet(registry)
-    photos = archive(tmp, args.images)
+    ref = None if args.memory_only else publish_mobilenet(registry)
+    photos = None if args.memory_only else archive(tmp, args.images)
     print(f"# {platform.node()} {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"load before: {os.getloadavg()[0]:.2f}; {args.images} photos ({'coco128' if os.path.isdir(COCO) else 'generated'})")
     cluster, pool = DaskCluster(tmp), WorkerPool()
@@ -197,26 +221,9 @@ def main(argv: list[str] | None = None) -> int:
              f"--environment_config={pool.address}", f"--setup_file={os.path.join(ROOT, 'setup.py')}"],
             [pool.proc.pid]),
     }
-    results: dict[str, list[dict]] = {}
     try:
-        # Untimed warm-up: Dask workers are long-lived (their imports and model load happen once per cluster).
-        warm = _manifest(tmp, "warm", sorted(glob.glob(os.path.join(tmp, "photos", "*.jpg")))[:16])
-        for name, (extra, services) in runners.items():
-            tag(warm, registry, ref, os.path.join(tmp, f"warm-{len(extra)}"), extra, services)
-        for r in range(args.repeats):
-            for name, (extra, services) in runners.items():
-                res = tag(photos, registry, ref, os.path.join(tmp, f"out-{len(results)}-{r}"), extra, services)
-                results.setdefault(name, []).append(res)
-                print(f"  {name}: {res['tagged']} images in {res['wall']:.1f} s = {res['rate']:.1f} images/s, "
-                      f"{res['cpu']:.0f} CPU-s (launcher {res['launcher_cpu']:.0f}), load {os.getloadavg()[0]:.1f}",
-                      flush=True)
-        base = min(results["FnApiRunner (in-process, 2 threads)"], key=lambda r: r["wall"])
-        print("\n| runner | images/s | wall s | CPU-s | CPU-s/image | images/s vs FnApiRunner |\n|---|---|---|---|---|---|")
-        for name, runs in results.items():
-            best = sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
-            print(f"| {name} | {best['rate']:.1f} | {best['wall']:.1f} | {best['cpu']:.0f} | "
-                  f"{best['cpu'] / best['tagged'] * 1000:.0f} ms | {best['rate'] / base['rate']:.2f}x |")
-
+        if not args.memory_only:
+            throughput(runners, photos, registry, ref, tmp, args.repeats)
         # Launcher memory on Dask: small JPEGs, the test CNN; the archive grows, the launcher must not.
         from tests.model_factory import publish_tiny_model
         from tests.synthetic import CLASSES
