@@ -9,7 +9,9 @@ operation, but (each reproduced and fixed by a test in tests/test_dask_runner.py
 3. only the last leaf of the pipeline is computed (other branches silently never run);
 4. GroupByKey and Reshuffle keep their input's partitions (after a one-element Create: one task does all);
 5. no metrics (``metrics()`` raises);
-6. a side input is computed inside the task that reads it, re-running its upstream graph there.
+
+and it computes a side input with dask's local scheduler inside the task that reads it, outside the
+cluster's scheduling (and apart from any other consumer of the same branch).
 
 This :class:`DaskRunner` keeps Beam's options (``--dask_client_address`` ...) and transform overrides and
 replaces the translation: every PCollection is a bag of ``WindowedValue``; a ParDo runs each partition as

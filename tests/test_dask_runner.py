@@ -139,18 +139,19 @@ def test_counters_are_reported(dask_address):
     assert counters == {"even": 6, "odd": 5}
 
 
-def test_side_input_upstream_runs_once(dask_address, tmp_path):
-    side_dir, out_dir = _dirs(tmp_path, "side", "out")
+def test_a_side_input_also_consumed_elsewhere_is_computed_once(dask_address, tmp_path):
+    side_dir, out_dir, also_dir = _dirs(tmp_path, "side", "out", "also")
 
     def build(p):
         side = p | "Side" >> beam.Create([1, 2, 3]) | "Effect" >> beam.Map(
             lambda n: (_WriteEach(side_dir).process(n), n)[1])
+        side | "Also" >> beam.ParDo(_WriteEach(also_dir))
         (p | "Main" >> beam.Create(["x"]) | beam.Map(lambda x, s: [x, sorted(s)], beam.pvalue.AsList(side))
          | beam.ParDo(_WriteEach(out_dir)))
 
     _run(dask_address, build)
-    assert _seen(out_dir) == [["x", [1, 2, 3]]]
-    assert _seen(side_dir) == [1, 2, 3]  # Beam's runner recomputed the side input's branch in the reader
+    assert _seen(out_dir) == [["x", [1, 2, 3]]] and _seen(also_dir) == [1, 2, 3]
+    assert _seen(side_dir) == [1, 2, 3]  # one computation serves the leaf and the side input
 
 
 def test_remote_onnx_threads_split_each_hosts_cores_between_its_worker_threads(dask_address):
