@@ -114,7 +114,10 @@ def remote_onnx_threads(name: str, options: PipelineOptions) -> int:
     from pipelines.dask_runner import DaskOptions, cluster_shape
 
     dask_options = options.view_as(DaskOptions)
-    return cluster_shape(dask_options.address, dask_options.timeout or 30).intra_op_threads
+    if not (dask_options.address or dask_options.scheduler_file):
+        return 1  # Beam then starts a LocalCluster of its own: one worker process per core
+    return cluster_shape(dask_options.address, dask_options.timeout or 30,
+                         dask_options.scheduler_file).intra_op_threads
 
 
 def local_options(beam_args: list[str], workers: int) -> tuple[PipelineOptions, int]:

@@ -374,11 +374,11 @@ class ClusterShape:
         return max(1, int(1 / self.threads_per_core)) if self.threads_per_core else 1
 
 
-def cluster_shape(address: str | None, timeout: float = 30) -> ClusterShape:
+def cluster_shape(address: str | None, timeout: float = 30, scheduler_file: str | None = None) -> ClusterShape:
     """Workers, threads and cores of the cluster at ``address`` (one short client connection)."""
     import dask.distributed as ddist
 
-    with ddist.Client(address, timeout=timeout) as client:
+    with ddist.Client(address, timeout=timeout, scheduler_file=scheduler_file) as client:
         nthreads = client.nthreads()
         cores = client.run(lambda: len(os.sched_getaffinity(0)))
         hosts: dict[str, list[int]] = {}
