@@ -26,7 +26,7 @@ LOG = logging.getLogger(__name__)
 STREAM_RUNNERS_ERROR = (
     "tagger stream runs on the in-process FnApiRunner only (the default; --runner=DirectRunner or FnApiRunner), "
     "not {runner}: its Kafka source and offset-committing sink are proven only there, and DaskRunner has no "
-    "streaming mode; run more `tagger stream` processes in the same --group to scale out"
+    "streaming mode"
 )
 
 
