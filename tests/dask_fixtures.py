@@ -11,7 +11,7 @@ def dask_cluster():
     from dask.distributed import LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                            scheduler_port=0, silence_logs=logging.WARNING)
     try:
         yield cluster
