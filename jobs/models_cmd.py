@@ -1,4 +1,5 @@
-"""``tagger models list|show|promote|rollback|seal``: inspect and move the registry's aliases."""
+"""``tagger models list|show|promote|rollback|seal|quantize``: inspect and move the registry's aliases, add
+variants."""
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p_seal.add_argument("--reason", required=True, help="why this card is trusted (kept in the seal)")
     add_registry_arg(p_seal)
     p_seal.set_defaults(func=_seal)
+
+    p_quantize = sub.add_parser(
+        "quantize", help="publish NAME@vN again as a new version with an INT8 variant (checked on its test split)",
+        description="Re-creates the version's split from its training data (checked against the card's split "
+        "fingerprints), calibrates on training images, evaluates on the test split and publishes a new version "
+        "with model.int8.onnx only if test mAP and thresholds hold (see docs/quantization.md).")
+    p_quantize.add_argument("ref", help="NAME@vN or NAME@production")
+    p_quantize.add_argument("--data", default=None,
+                            help="the dataset the version was trained on (default: the path its card records)")
+    p_quantize.add_argument("--promote", action="store_true", help="point production at the new version")
+    add_registry_arg(p_quantize)
+    p_quantize.set_defaults(func=_quantize)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -90,6 +103,14 @@ def _promote(args: argparse.Namespace) -> int:
     registry.promote(name, version, reason=args.reason)
     print(f"{name}@{PRODUCTION}: {previous or '(none)'} -> {version}")
     return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from models.training.quantize import quantize_version
+
+    final, outcome = quantize_version(Registry(registry_root(args)), args.ref, data=args.data, promote=args.promote)
+    print(outcome)
+    return 0 if final is not None else 1
 
 
 def _rollback(args: argparse.Namespace) -> int:

@@ -114,6 +114,7 @@ class LoadedModel:
     model_path: str
     directory: str
     paths: Mapping[str, str] = dataclasses.field(default_factory=dict)  # file name -> verified local path
+    variant: str = "fp32"  # which of the card's variants ``model_path`` is (card.variants)
 
 
 Attachment = bytes | Callable[[ModelCard], bytes] | os.PathLike
@@ -193,13 +194,15 @@ class Registry:
         verify_files(storage.join(self.root, name, version), card.artifact_digests(), card.ref, cache_dir)
         return card
 
-    def load(self, ref: str, cache_dir: str | None = None) -> LoadedModel:
-        """Resolve ``ref``, verify its card and every file the card lists, and return local paths to them."""
+    def load(self, ref: str, cache_dir: str | None = None, variant: str = "fp32") -> LoadedModel:
+        """Resolve ``ref``, verify its card and every file the card lists, and return local paths to them;
+        ``model_path`` is the requested ``variant``'s file (``int8``: ``model.int8.onnx``)."""
         card, directory = self._card_for_ref(ref)
         paths = verify_files(directory, card.artifact_digests(), card.ref, cache_dir)
         if MODEL_FILE not in paths:
             raise RegistryError(f"model {card.ref}: card.json lists no {MODEL_FILE} (onnx_sha256 is empty)")
-        return LoadedModel(card=card, model_path=paths[MODEL_FILE], directory=directory, paths=paths)
+        model_path = paths[MODEL_FILE] if variant == "fp32" else paths[_variant_file(card, variant)]
+        return LoadedModel(card=card, model_path=model_path, directory=directory, paths=paths, variant=variant)
 
     # ----------------------------------------------------------------------------------------------- writing
     def publish(
@@ -496,6 +499,17 @@ def _dump(record: object) -> bytes:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _variant_file(card: ModelCard, variant: str) -> str:
+    """The file of a published variant, which ``card.files`` must list (so :func:`verify_files` checked it)."""
+    entry = card.variants.get(variant)
+    if not entry or entry.get("status") != "published":
+        why = f" (withheld: {entry.get('withheld_reason')})" if entry else ""
+        raise RegistryError(f"model {card.ref} has no published {variant} variant{why}")
+    if entry["file"] not in card.files:
+        raise RegistryError(f"model {card.ref}: card.json lists no sha256 for {entry['file']}; refusing to load it")
+    return entry["file"]
 
 
 def _copy(src: str, dst: str) -> None:

@@ -96,6 +96,9 @@ class ModelCard:
     format_version: int = CARD_FORMAT_VERSION
     # sha256 of every other file of the version (report, variants...), filled in by the registry on publish
     files: Mapping[str, str] = field(default_factory=dict)
+    # Model files of this version by precision ("fp32" is model.onnx; "int8" model.int8.onnx), each with its
+    # file, sha256, status ("published" | "withheld"), withheld_reason, metrics and calibration facts.
+    variants: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -135,6 +138,17 @@ class ModelCard:
                 raise CardError(f"card.files[{file_name!r}] must be a lower-case hex sha256, got {digest[:80]!r}")
         if self.files.get(MODEL_FILE, self.onnx_sha256) != self.onnx_sha256:
             raise CardError(f"card.files[{MODEL_FILE!r}] and card.onnx_sha256 disagree")
+        _check_variants(self.variants, self.classes, self.files)
+
+    def published_variants(self) -> list[str]:
+        """Precisions this version can run: always ``fp32``, plus every variant published beside it."""
+        extra = [n for n, v in self.variants.items() if n != "fp32" and v.get("status") == "published"]
+        return ["fp32", *sorted(extra)]
+
+    def for_variant(self, variant: str) -> "ModelCard":
+        """This card as seen by ``variant``: its own thresholds if it was recalibrated, else the card's."""
+        own = self.variants.get(variant, {}).get("class_thresholds") if variant != "fp32" else None
+        return self.replace(thresholds=dict(own)) if own else self
 
     def artifact_digests(self) -> dict[str, str]:
         """{file name: sha256} of every file of the version this card vouches for (model.onnx included)."""
@@ -189,3 +203,37 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
+
+
+_VARIANT_STATUSES = ("published", "withheld")
+
+
+def _check_variants(variants: Any, classes: tuple[str, ...], files: Mapping[str, str]) -> None:
+    """A hand-edited ``variants`` block must name plain files next to card.json, valid thresholds, and (once the
+    registry listed the version's files) the sha256 ``files`` vouches for."""
+    if not isinstance(variants, Mapping):
+        raise CardError("card.variants must be an object of precision -> entry")
+    for name, entry in variants.items():
+        where = f"card.variants[{name!r}]"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise CardError(f"{where}: the variant name must be a plain identifier")
+        if not isinstance(entry, Mapping):
+            raise CardError(f"{where} must be an object")
+        file = entry.get("file")
+        if not isinstance(file, str) or _FILE_NAME.fullmatch(file) is None or not file.endswith(".onnx"):
+            raise CardError(f"{where}.file must be a plain .onnx file name beside card.json, got {file!r}")
+        if entry.get("status") not in _VARIANT_STATUSES:
+            raise CardError(f"{where}.status must be one of {_VARIANT_STATUSES}, got {entry.get('status')!r}")
+        sha = entry.get("sha256", "")
+        if not isinstance(sha, str):
+            raise CardError(f"{where}.sha256 must be a string")
+        if files and entry["status"] == "published" and files.get(file, sha) != sha:
+            raise CardError(f"{where}.sha256 disagrees with card.files[{file!r}]")
+        own = entry.get("class_thresholds")
+        if own is not None:
+            if not isinstance(own, Mapping) or set(own) != set(classes):
+                raise CardError(f"{where}.class_thresholds must give one threshold per class of the card")
+            for cls_name, value in own.items():
+                if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                        and 0.0 <= value <= 1.0):
+                    raise CardError(f"{where}.class_thresholds[{cls_name!r}] must be a probability in [0, 1]")

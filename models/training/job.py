@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.registry import Registry
-from models.training import architectures, calibrate, data, export, gate, inference, presets, split
+from models.training import architectures, calibrate, data, export, gate, inference, presets, quantize, split
 from models.training.engine import TrainConfig, TrainData, choose_threads, fit, seed_everything
 from models.training.inference import predict
 from models.training.metrics import evaluate
@@ -177,6 +177,8 @@ def run(args: JobArgs) -> JobResult:
     test_probs = predict(onnx_path, d.test_inputs)
     test_metrics = evaluate(d.test_targets, test_probs, d.classes, calib.thresholds)
     val_metrics = evaluate(d.train.val_targets, val_probs, d.classes, calib.thresholds)
+    variants, variant_files = quantize.for_training_job(onnx_path, d, spec, calib.thresholds, test_metrics,
+                                                        args.min_support, args.seed, work_dir)
 
     production = gate.evaluate_production(registry, args.name, d.test_paths, d.test_targets, d.classes)
     decision = gate.decide(test_probs, d.test_targets, production)
@@ -227,13 +229,14 @@ def run(args: JobArgs) -> JobResult:
         }),
         gate=decision,
         library_versions=library_versions(),
+        variants=json_safe(variants),
     )
     from models.training.report import render_report
 
     def report_html(final: ModelCard) -> bytes:
         return render_report(final, result.history, d.test_targets, test_probs, val_probs, d.train.val_targets)
 
-    final = registry.publish(card, onnx_path, {"report.html": report_html})
+    final = registry.publish(card, onnx_path, {"report.html": report_html, **variant_files})
     promoted = decision["decision"] == "promote"
     if promoted:
         registry.promote(final.name, final.version, reason=decision["reason"])

@@ -55,6 +55,7 @@ padding:2px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left
 <p>created {html.escape(card.created_at)}; parent {html.escape(str(card.parent_version))}; onnx sha256
 {html.escape(card.onnx_sha256[:16])}...; data fingerprint {html.escape(card.data_fingerprint[:16])}...</p>
 <h2>Test split</h2><table>{''.join(f'<tr><td>{html.escape(k)}</td><td>{html.escape(_v(v))}</td></tr>' for k, v in summary)}</table>
+{variants_section(card)}
 <h2>Training</h2>{loss_plot}{f1_plot}
 <h2>Per class (test split, calibrated thresholds)</h2>
 <table><tr><th>class</th><th>AP</th><th>threshold</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
@@ -62,6 +63,27 @@ padding:2px 8px;text-align:right}}td:first-child,th:first-child{{text-align:left
 <h2>Precision-recall curves (test split)</h2>{pr_plots}
 </body></html>"""
     return body.encode()
+
+
+def variants_section(card: ModelCard) -> str:
+    """The model files of this version (FP32, INT8...) with their test numbers, or why one was withheld."""
+    if not card.variants:
+        return ""
+    rows = []
+    for name, entry in sorted(card.variants.items()):
+        test = (entry.get("metrics") or {}).get("test") or {}
+        worst = test.get("largest_class_ap_drop") or {}
+        drop = "" if not worst else f"{_v(worst.get('drop'))} ({html.escape(str(worst.get('class')))})"
+        status = entry.get("status", "")
+        if entry.get("withheld_reason"):
+            status += ": " + entry["withheld_reason"]
+        calib = entry.get("calibration") or {}
+        cells = [name, entry.get("file", ""), _v(test.get("mAP")), _v(test.get("macro_f1")), _v(test.get("mAP_drop")),
+                 drop, entry.get("thresholds", "") or "card", calib.get("fingerprint", "")[:16], status]
+        rows.append("<tr>" + "".join(f"<td>{c if c is drop else html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    head = ("<tr><th>variant</th><th>file</th><th>test mAP</th><th>macro-F1</th><th>mAP drop vs FP32</th>"
+            "<th>largest class AP drop</th><th>thresholds</th><th>calibration set</th><th>status</th></tr>")
+    return f"<h2>Model variants (test split)</h2><table>{head}{''.join(rows)}</table>"
 
 
 def _v(x) -> str:
