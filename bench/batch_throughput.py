@@ -46,8 +46,9 @@ PLAIN_LOOP = os.path.join(ROOT, "bench", "plain_loop.py")
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
-def publish_mobilenet(registry: str) -> str:
-    """Export torchvision MobileNetV2 (ImageNet weights from the local torch cache) and publish it."""
+def publish_mobilenet(registry: str, calibration_pattern: str | None = None) -> str:
+    """Export torchvision MobileNetV2 (ImageNet weights from the local torch cache) and publish it, with its
+    INT8 variant when ``calibration_pattern`` names images to calibrate on."""
     import torch
     import torchvision
 
@@ -56,7 +57,10 @@ def publish_mobilenet(registry: str) -> str:
 
     reg = Registry(registry)
     if reg.versions("bench"):
-        return "bench@" + reg.versions("bench")[-1]
+        latest = reg.card("bench", reg.versions("bench")[-1])
+        if latest.variants or not calibration_pattern:
+            return latest.ref
+        return add_int8_variant(registry, latest.ref, sorted(glob.glob(calibration_pattern))[:64])
     weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
     net = torch.nn.Sequential(torchvision.models.mobilenet_v2(weights=weights), torch.nn.Sigmoid()).eval()
     classes = tuple(f"{i:03d}_{c.replace(' ', '_')}" for i, c in enumerate(weights.meta["categories"]))
@@ -70,6 +74,32 @@ def publish_mobilenet(registry: str) -> str:
                          preprocessing=Preprocessing(input_size=224), architecture="mobilenet_v2-imagenet")
         card = reg.publish(card, path)
     reg.promote(card.name, card.version, reason="benchmark")
+    if calibration_pattern:
+        return add_int8_variant(registry, card.ref, sorted(glob.glob(calibration_pattern))[:64])
+    return card.ref
+
+
+def add_int8_variant(registry: str, ref: str, calibration_paths: list[str]) -> str:
+    """Publish ``ref`` again with an INT8 variant made by the training job's quantizer (same settings),
+    calibrated on ``calibration_paths``. A benchmark model has no labelled test split: the variant is
+    published for speed measurements only (its card entry says so), never quality-checked."""
+    from models.registry import Registry
+    from models.training import quantize
+
+    reg = Registry(registry)
+    loaded = reg.load(ref)
+    keys = [os.path.basename(p) for p in calibration_paths]
+    calib = quantize.load_calibration(keys, calibration_paths, loaded.card.preprocessing)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, quantize.FILE)
+        quantize.quantize(loaded.model_path, out, calib.inputs, loaded.card.input_name)
+        entry = {"file": quantize.FILE, "status": "published", "withheld_reason": "", "sha256": "",
+                 "quantization": quantize.SETTINGS, "metrics": {}, "note": "benchmark model: speed only",
+                 "calibration": {"split": "benchmark images", "images": len(keys), "fingerprint": calib.fingerprint}}
+        card = reg.publish(loaded.card.replace(version="", parent_version=loaded.card.version,
+                                               variants={"int8": entry}),
+                           loaded.model_path, variant_files={"int8": out})
+    reg.promote(card.name, card.version, reason="benchmark: int8 variant")
     return card.ref
 
 
@@ -165,23 +195,31 @@ def run_tagger(pattern: str, registry: str, ref: str, output: str, extra: list[s
 
 
 # ------------------------------------------------------------------------------------------------- main
+PRECISIONS = ("fp32", "int8")
+
+
 def throughput(name: str, pattern: str, registry: str, ref: str, work: str, repeats: int, extra: list[str]) -> dict:
     n = len(glob.glob(pattern))
-    rates: dict[str, list[float]] = {"loop": [], "loop_process": [], "tagger": [], "pipeline": []}
-    peaks: dict[str, list[float]] = {"loop_process": [], "tagger": []}
+    rates: dict[str, list[float]] = {"loop": [], "loop_process": []}
+    peaks: dict[str, list[float]] = {"loop_process": []}
+    for p in PRECISIONS:
+        rates[f"tagger_{p}"], rates[f"pipeline_{p}"], peaks[f"tagger_{p}"] = [], [], []
     for r in range(repeats):  # interleaved, so background load hits all sides alike
         done, seconds = plain_loop(pattern, registry, ref)
         rates["loop"].append(done / seconds)
         wall, done, peak = plain_loop_process(pattern, registry, ref)
         rates["loop_process"].append(done / wall)
         peaks["loop_process"].append(peak)
-        wall, tagged, peak = run_tagger(pattern, registry, ref, os.path.join(work, f"out-{name}-{r}"), extra)
-        assert tagged == n, f"tagged {tagged} of {n}"
-        peaks["tagger"].append(peak)
-        rates["tagger"].append(n / wall)
-        rates["pipeline"].append(n / max(run_tagger.last_pipeline_seconds, 1e-9))  # type: ignore[attr-defined]
+        for p in PRECISIONS:
+            wall, tagged, peak = run_tagger(pattern, registry, ref, os.path.join(work, f"out-{name}-{p}-{r}"),
+                                            ["--precision", p, *extra])
+            assert tagged == n, f"tagged {tagged} of {n}"
+            peaks[f"tagger_{p}"].append(peak)
+            rates[f"tagger_{p}"].append(n / wall)
+            rates[f"pipeline_{p}"].append(n / max(run_tagger.last_pipeline_seconds, 1e-9))  # type: ignore
     med = {k: statistics.median(v) for k, v in rates.items()}
     peak = {k: statistics.median(v) for k, v in peaks.items()}
+    print(f"  load average after: {os.getloadavg()[0]:.1f}", flush=True)
 
     def line(label: str, key: str) -> str:
         return f"  {label:<52} {med[key]:6.1f} img/s  ({', '.join(f'{x:.1f}' for x in rates[key])})"
@@ -189,14 +227,76 @@ def throughput(name: str, pattern: str, registry: str, ref: str, work: str, repe
     print(f"{name}: {n} images, medians of {repeats} interleaved runs", flush=True)
     print(line("plain loop, timed after its session is built", "loop"))
     print(line("plain loop as its own process, start to exit", "loop_process"))
-    print(line("tagger tag, start to exit", "tagger"))
-    print(line("tagger tag in-pipeline (manifest start to commit)", "pipeline"))
-    print(f"  ratios: tagger tag vs plain loop, both start to exit {med['tagger'] / med['loop_process']:.2f}x | "
-          f"tagger tag start to exit vs loop after set-up {med['tagger'] / med['loop']:.2f}x | "
-          f"in-pipeline vs loop after set-up {med['pipeline'] / med['loop']:.2f}x", flush=True)
-    print(f"  peak RSS: plain loop process {peak['loop_process']:.0f} MB, tagger tag tree {peak['tagger']:.0f} MB",
-          flush=True)
-    return {**med, "peak_tagger": peak["tagger"]}
+    for p in PRECISIONS:
+        print(line(f"tagger tag --precision {p}, start to exit", f"tagger_{p}"))
+        print(line(f"tagger tag --precision {p} in-pipeline (manifest start to commit)", f"pipeline_{p}"))
+    for p in PRECISIONS:
+        print(f"  ratios --precision {p}: vs plain FP32 loop, both start to exit "
+              f"{med[f'tagger_{p}'] / med['loop_process']:.2f}x | start to exit vs loop after set-up "
+              f"{med[f'tagger_{p}'] / med['loop']:.2f}x | in-pipeline vs loop after set-up "
+              f"{med[f'pipeline_{p}'] / med['loop']:.2f}x", flush=True)
+    print(f"  int8 vs fp32 tagger tag: {med['tagger_int8'] / med['tagger_fp32']:.2f}x start to exit, "
+          f"{med['pipeline_int8'] / med['pipeline_fp32']:.2f}x in-pipeline (target int8 >= 2.0x the plain loop)")
+    print("  peak RSS: plain loop process {:.0f} MB, ".format(peak["loop_process"])
+          + ", ".join(f"tagger tag {p} tree {peak[f'tagger_{p}']:.0f} MB" for p in PRECISIONS), flush=True)
+    return {**med, **{f"peak_{k}": v for k, v in peak.items()}}
+
+
+def stage_breakdown(name: str, pattern: str, registry: str, ref: str, n: int = 100, repeats: int = 3) -> dict:
+    """Per-image CPU milliseconds of each stage, one thread, as a worker runs them: read, decode (JPEG draft +
+    colour conversion), resize, normalise, and inference at batch 8 with one onnxruntime thread per variant.
+    Medians over ``repeats`` interleaved passes."""
+    import onnxruntime as ort
+
+    from models.registry import Registry
+    from pipelines.decode import decode_image
+    from pipelines.preprocess import draft_size_for, preprocess, resize_for_model
+
+    reg = Registry(registry)
+    card = reg.load(ref).card
+    spec = card.preprocessing
+    files = sorted(glob.glob(pattern))[:n]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sessions = {v: ort.InferenceSession(reg.load(ref, variant=v).model_path, sess_options=options,
+                                        providers=["CPUExecutionProvider"]) for v in card.published_variants()}
+    samples: dict[str, list[float]] = {k: [] for k in ("read", "decode", "resize", "normalise", *sessions)}
+    for _ in range(repeats):
+        t = dict.fromkeys(samples, 0.0)
+        tensors = []
+        for path in files:
+            t0 = time.perf_counter()
+            with open(path, "rb") as fh:
+                data = fh.read()
+            t1 = time.perf_counter()
+            image = decode_image(data, draft_size=draft_size_for(spec)).image
+            t2 = time.perf_counter()
+            resized = resize_for_model(image, spec)
+            t3 = time.perf_counter()
+            tensors.append(preprocess(resized, spec))
+            t4 = time.perf_counter()
+            t["read"] += t1 - t0
+            t["decode"] += t2 - t1
+            t["resize"] += t3 - t2
+            t["normalise"] += t4 - t3
+        batches = [np.stack(tensors[i:i + 8]) for i in range(0, len(tensors), 8)]
+        for v, session in sessions.items():
+            session.run(None, {card.input_name: batches[0]})
+            t0 = time.perf_counter()
+            for b in batches:
+                session.run(None, {card.input_name: b})
+            t[v] = time.perf_counter() - t0
+        for k in samples:
+            samples[k].append(t[k] / len(files) * 1000)
+    ms = {k: statistics.median(v) for k, v in samples.items()}
+    image_side = ms["read"] + ms["decode"] + ms["resize"] + ms["normalise"]
+    print(f"stages {name} ({len(files)} images, ms per image, one thread, medians of {repeats}): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()), flush=True)
+    for v in sessions:
+        print(f"  with {v}: read+decode+preprocess {image_side:.2f} ms = "
+              f"{image_side / (image_side + ms[v]):.0%} of {image_side + ms[v]:.2f} ms per image; one-core bound "
+              f"{1000 / (image_side + ms[v]):.0f} img/s", flush=True)
+    return ms
 
 
 def link_copies(source_pattern: str, directory: str, copies: int) -> str:
@@ -224,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-sizes", help="two archive sizes for the memory check (default 10000,50000)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tagger-bench"))
-    parser.add_argument("--skip", default="", help="comma list of sections to skip: vga,photos,memory")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: vga,photos,memory,stages")
     parser.add_argument("tagger_args", nargs="*", help="extra `tagger tag` options (after --)")
     args = parser.parse_args(argv)
     images = args.images or (400 if args.quick else 2000)
@@ -240,10 +340,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"apache-beam {apache_beam.__version__}, onnxruntime {onnxruntime.__version__}, "
           f"providers {onnxruntime.get_available_providers()}", flush=True)
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     registry = os.path.join(work, "registry")
-    ref = publish_mobilenet(registry)
-    print(f"model: {ref} (MobileNetV2 224, ImageNet weights, 1000 classes)", flush=True)
+    calibration = write_jpegs(os.path.join(work, "calibration-64"), 64, (640, 480), seed=7)
+    ref = publish_mobilenet(registry, calibration)
+    from models.registry import Registry
 
+    variants = Registry(registry).card(*ref.split("@")).published_variants()
+    print(f"model: {ref} (MobileNetV2 224, ImageNet weights, 1000 classes; variants {variants})", flush=True)
+
+    if "stages" not in skip:
+        stage_breakdown("640x480", write_jpegs(os.path.join(work, f"vga-{images}"), images, (640, 480)),
+                        registry, ref)
+        stage_breakdown("12MP", write_jpegs(os.path.join(work, f"12mp-{photos}"), photos, (4000, 3000), seed=1),
+                        registry, ref, n=min(photos, 40))
     if "vga" not in skip:
         pattern = write_jpegs(os.path.join(work, f"vga-{images}"), images, (640, 480))
         throughput("640x480", pattern, registry, ref, work, args.repeats, args.tagger_args)

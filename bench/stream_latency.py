@@ -6,9 +6,10 @@ runs ``tagger stream`` as a subprocess and feeds inline JPEG messages at ``--rat
 decision (dedup key) on the decisions topic, so it includes Kafka both ways, decode, preprocess, inference,
 the Parquet write and the offset commit that precede each decision's publication.
 
-Baseline, same script, same images and model: a plain single-process loop (decode + preprocess +
-``session.run`` per image, batch 1) gives the machine's per-image capacity; the ratio says how much of it
-the streaming job sustains.
+Each run starts a fresh broker and job; ``--precisions int8,fp32`` runs the job once per precision (the model
+carries an INT8 variant made by the training job's quantizer), interleaved over ``--repeats``, so both are
+measured in the same script under the same machine load. Baseline, same script, same images and model: a
+plain single-process FP32 loop (decode + preprocess + ``session.run``, batch 1 and 16).
 
     .venv/bin/python bench/stream_latency.py                 # 50 msg/s for 60 s (the target load)
     .venv/bin/python bench/stream_latency.py --quick         # 50 msg/s for 20 s
@@ -36,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from batch_throughput import write_jpegs  # noqa: E402  (same image maker as the batch bench)
+from batch_throughput import add_int8_variant, write_jpegs  # noqa: E402  (same helpers as the batch bench)
 
 from pipelines.decode import decode_image  # noqa: E402
 from pipelines.preprocess import draft_size_for, preprocess  # noqa: E402
@@ -105,6 +106,8 @@ class DecisionWatcher(threading.Thread):
         super().__init__(daemon=True)
         self.bootstrap, self.arrivals, self.stop = bootstrap, {}, threading.Event()
         self.total = 0
+        self.seen: set[str] = set()
+        self.values: list[bytes] = []
 
     def run(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
@@ -118,7 +121,11 @@ class DecisionWatcher(threading.Thread):
                 now = time.time()
                 for r in records:
                     self.total += 1
-                    self.arrivals.setdefault(json.loads(r.value)["id"], now)
+                    decision = json.loads(r.value)
+                    self.arrivals.setdefault(decision["id"], now)
+                    if decision["id"] not in self.seen:
+                        self.seen.add(decision["id"])
+                        self.values.append(r.value)
         consumer.close()
 
 
@@ -150,68 +157,85 @@ def wait_for(watcher: DecisionWatcher, ids, timeout_s: float) -> bool:
     return False
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=50.0, help="offered load, messages/s")
-    parser.add_argument("--seconds", type=float, default=60.0, help="duration of the offered load")
-    parser.add_argument("--quick", action="store_true", help="20 s of load")
-    args = parser.parse_args()
-    seconds = 20.0 if args.quick else args.seconds
-
-    with tempfile.TemporaryDirectory() as tmp, running_broker() as broker:
-        registry = os.path.join(tmp, "registry")
-        ref = publish_default_model(registry)
-        paths = bench_images(tmp)
-        capacity = plain_capacity(paths, registry, ref)
-        capacity_batched = plain_capacity(paths, registry, ref, batch=16)
+def one_run(precision: str, registry: str, ref: str, paths: list[str], rate: float, seconds: float,
+            tmp: str) -> dict:
+    """One streaming job at ``--precision precision`` on a fresh broker, fed ``rate`` msg/s for ``seconds``."""
+    with running_broker() as broker:
         broker.create_topics(*TOPICS)
         config = KafkaConfig(broker.bootstrap)
         watcher = DecisionWatcher(broker.bootstrap)
         watcher.start()
-        job = start_stream(stream_args(broker.bootstrap, os.path.join(tmp, "out"), registry, "bench",
-                                       "--model", ref.split("@")[0] + "@production"),
-                           os.path.join(tmp, "job.log"))
+        log_path = os.path.join(tmp, f"job-{precision}-{time.time():.0f}.log")
+        job = start_stream(stream_args(broker.bootstrap, os.path.join(tmp, f"out-{precision}"), registry, "bench",
+                                       "--model", ref.split("@")[0] + "@production", "--precision", precision),
+                           log_path)
         try:
             warm = feed(config, paths, 10, 20, "warmup")  # model load + first batches, not measured
             if not wait_for(watcher, warm, 120):
                 print(job.log()[-3000:])
                 raise SystemExit("the streaming job did not answer the warm-up messages")
-            count = int(args.rate * seconds)
-            sent = feed(config, paths, args.rate, count, "load")
-            feed_end = time.time()
+            count = int(rate * seconds)
+            sent = feed(config, paths, rate, count, "load")
             complete = wait_for(watcher, sent, 120)
+            variants = {json.loads(v)["model_variant"] for v in watcher.values}
         finally:
             job.stop()
             if os.environ.get("BENCH_KEEP_LOG"):
                 import shutil
-                shutil.copy(os.path.join(tmp, "job.log"), os.environ["BENCH_KEEP_LOG"])
+                shutil.copy(log_path, os.environ["BENCH_KEEP_LOG"] + f".{precision}")
             watcher.stop.set()
             watcher.join(timeout=5)
-
     got = {i: watcher.arrivals[i] for i in sent if i in watcher.arrivals}
     latencies = sorted(got[i] - sent[i] for i in got)
-    first_send, last_decision = min(sent.values()), max(got.values()) if got else float("nan")
-    throughput = len(got) / (last_decision - first_send)  # includes the drain after the feed stopped
     arrivals = sorted(got.values())
     lo, hi = int(0.1 * len(arrivals)), int(0.9 * len(arrivals)) - 1
     sustained = (hi - lo) / (arrivals[hi] - arrivals[lo]) if hi > lo else float("nan")
     q = np.percentile(latencies, [50, 95, 99]) if latencies else [float("nan")] * 3
+    return {"precision": precision, "variants": sorted(variants), "complete": complete, "decided": len(got),
+            "count": count, "sustained": sustained, "p50": q[0], "p95": q[1], "p99": q[2],
+            "max": latencies[-1] if latencies else float("nan"), "load": os.getloadavg()[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=50.0, help="offered load, messages/s")
+    parser.add_argument("--seconds", type=float, default=60.0, help="duration of the offered load")
+    parser.add_argument("--quick", action="store_true", help="20 s of load")
+    parser.add_argument("--precisions", default="int8,fp32", help="runs per repeat, in this order")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats of every precision")
+    args = parser.parse_args()
+    seconds = 20.0 if args.quick else args.seconds
+    precisions = args.precisions.split(",")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = os.path.join(tmp, "registry")
+        ref = publish_default_model(registry)
+        paths = bench_images(tmp)
+        ref = add_int8_variant(registry, ref, paths[:64])
+        capacity = plain_capacity(paths, registry, ref)
+        capacity_batched = plain_capacity(paths, registry, ref, batch=16)
+        runs = [one_run(p, registry, ref, paths, args.rate, seconds, tmp)
+                for _ in range(args.repeats) for p in precisions]
+
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"images: {'coco128' if paths[0].startswith(os.path.abspath(COCO)) or 'coco128' in paths[0] else 'synthetic 640x480'}")
-    print(f"model: {ref} (MobileNetV2 224, 80 classes: the default model's shape; onnxruntime CPU)")
-    print(f"offered load: {args.rate:.0f} msg/s for {seconds:.0f} s ({count} messages; feed took "
-          f"{feed_end - first_send:.1f} s)")
-    print(f"decisions: {len(got)}/{count} {'(complete)' if complete else '(INCOMPLETE)'}; "
-          f"topic records incl. repeats: {watcher.total - 20}")
-    print(f"sustained throughput: {sustained:.1f} images/s (decision rate between the 10th and 90th percentile "
-          f"arrivals); first send to last decision: {throughput:.1f} images/s")
-    print(f"latency produce->decision: p50 {q[0]:.3f} s, p95 {q[1]:.3f} s, p99 {q[2]:.3f} s, "
-          f"max {latencies[-1] if latencies else float('nan'):.3f} s, mean {statistics.fmean(latencies):.3f} s")
-    print(f"baseline plain loop (decode+preprocess+run, one process): batch 1 {capacity:.1f} images/s, "
-          f"batch 16 {capacity_batched:.1f} images/s; stream/baseline(batch 16) = {sustained / capacity_batched:.2f}")
-    print(f"load average now: {os.getloadavg()[0]:.1f} (a shared machine: compare ratios, not absolutes)")
-    target_ok = complete and sustained >= 0.95 * args.rate and q[2] < 2.0
-    print(f"target (>= {args.rate:.0f}/s sustained, p99 < 2 s): {'met' if target_ok else 'NOT met'}")
+          f"images: {'coco128' if 'coco128' in paths[0] else 'synthetic 640x480'}")
+    print(f"model: {ref} (MobileNetV2 224, 80 classes: the default model's shape, with its INT8 variant; CPU)")
+    print(f"offered load: {args.rate:.0f} msg/s for {seconds:.0f} s per run; runs interleaved: {precisions} x "
+          f"{args.repeats}")
+    print(f"{'precision':<10} {'ran':<6} {'decided':>11} {'sustained':>10} {'p50':>7} {'p95':>7} {'p99':>7} "
+          f"{'max':>7} {'load':>5}")
+    for r in runs:
+        print(f"{r['precision']:<10} {','.join(r['variants']):<6} {r['decided']:>5}/{r['count']:<5} "
+              f"{r['sustained']:>10.1f} {r['p50']:>7.3f} {r['p95']:>7.3f} {r['p99']:>7.3f} {r['max']:>7.3f} "
+              f"{r['load']:>5.1f}{'' if r['complete'] else '  INCOMPLETE'}")
+    for p in precisions:
+        mine = [r for r in runs if r["precision"] == p]
+        print(f"median {p}: sustained {statistics.median(r['sustained'] for r in mine):.1f} img/s, "
+              f"p50 {statistics.median(r['p50'] for r in mine):.3f} s, "
+              f"p99 {statistics.median(r['p99'] for r in mine):.3f} s; target (>= {args.rate:.0f}/s, p99 < 2 s): "
+              f"{'met' if all(r['complete'] and r['sustained'] >= 0.95 * args.rate and r['p99'] < 2 for r in mine) else 'NOT met'}")
+    print(f"baseline plain FP32 loop (decode+preprocess+run, one process): batch 1 {capacity:.1f} images/s, "
+          f"batch 16 {capacity_batched:.1f} images/s")
     return 0
 
 

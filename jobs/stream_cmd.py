@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.common_args import add_registry_arg, registry_root
+from jobs.common_args import add_precision_arg, add_registry_arg, registry_root
 
 
 def _add_kafka_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_registry_arg(parser)
     parser.add_argument("--model", default="tagger@production",
                         help="NAME@production follows promotions while running; NAME@vN pins a version")
+    add_precision_arg(parser)
     parser.add_argument("--allow-prefix", action="append", default=[], metavar="PREFIX",
                         help="URI prefix messages may reference (repeatable); none: URI messages are refused")
     parser.add_argument("--max-message-bytes", type=int, default=10 * 1024 * 1024)
@@ -82,6 +83,7 @@ def _stream(args: argparse.Namespace) -> int:
         output=args.output,
         registry_root=registry_root(args),
         model_ref=args.model,
+        precision=args.precision,
         allowed_prefixes=tuple(args.allow_prefix),
         max_message_bytes=args.max_message_bytes,
         reload_interval_s=args.reload_interval,

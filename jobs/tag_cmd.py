@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Iterator
 
-from jobs.common_args import add_registry_arg, registry_root
+from jobs.common_args import add_precision_arg, add_registry_arg, registry_root
 
 
 def register(subparsers) -> None:
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
                              f"{DEFAULT_MAX_DECODED_BYTES >> 20} MiB); all concurrent decodes share this budget")
     parser.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
                         help=f"seconds reading one input may take (default {DEFAULT_READ_TIMEOUT:g})")
+    add_precision_arg(parser)
     parser.set_defaults(func=run, accepts_extra_args=True)
 
 
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             max_bytes=args.max_bytes,
             max_decoded_bytes=args.max_decoded_bytes,
             read_timeout=args.read_timeout,
+            precision=args.precision,
         )
         result = run_tag_job(job)
     output = args.output if "://" in args.output else os.path.abspath(args.output)

@@ -24,6 +24,7 @@ from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.memory import DEFAULT_MAX_DECODED_BYTES
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
 from pipelines.paths import canonical_uri, is_local, printable
+from pipelines.precision import choose_variant, load_for_precision
 from pipelines.progress import ProgressPrinter
 from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from pipelines.runner_names import DASK_RUNNERS, LOCAL_RUNNERS
@@ -68,6 +69,7 @@ class TagJob:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     progress_interval: float = 5.0
+    precision: str = "auto"  # auto | fp32 | int8 (pipelines/precision.py)
 
 
 @dataclass
@@ -189,17 +191,28 @@ def run_tag_job(job: TagJob) -> TagResult:
             LOG.info("--incremental: workers skip images already tagged by %s", card.ref)
 
     batch_size = job.batch_size or default_batch_size(local)
+    intra_op_threads = job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local
+                                            else remote_onnx_threads(runner_name, options))
+    if local:  # the workers run on this machine: choose the variant once, here
+        loaded, why = load_for_precision(registry, card.ref, job.precision, max(1, intra_op_threads))
+        variant = loaded.variant
+    else:  # each worker chooses for its own hardware (auto); an explicit int8 is checked here first
+        variant, why = job.precision, "chosen per worker"
+        if job.precision != "auto":
+            choose_variant(card, job.precision, gpu=False)
+    LOG.info("model %s: --precision %s runs the %s variant (%s)", card.ref, job.precision, variant, why)
+    info = info._replace(model_variant=variant)
     handler = CardModelHandler(
         registry.root,
         card.ref,
-        intra_op_threads=job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local
-                                              else remote_onnx_threads(runner_name, options)),
+        intra_op_threads=intra_op_threads,
         min_batch_size=max(1, batch_size // 2),
         max_batch_size=batch_size,
+        precision=variant,
     )
     if local and "multi_processing" not in (options.view_as(DirectOptions).direct_running_mode or ""):
         # Same process as the workers: build the (already sha256-verified) session while Beam sets up.
-        preload_session(registry.root, loaded.model_path, card, handler.intra_op_threads)
+        preload_session(registry.root, loaded.model_path, card, handler.intra_op_threads, variant)
     # Workers on this machine or with the output mounted count into it; a remote output has no progress line.
     progress_dir = storage.join(info.staging, "progress") if storage.is_local(output) else None
 

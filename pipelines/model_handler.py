@@ -32,6 +32,12 @@ class CardSession:
     session: Any  # onnxruntime.InferenceSession
     card: ModelCard
     provider: str
+    variant: str = "fp32"  # which of the version's model files the session runs (fp32 | int8)
+
+    @property
+    def model_id(self) -> str:
+        """``name@vN#variant``: what each prediction carries (see :func:`split_model_id`)."""
+        return f"{self.card.ref}#{self.variant}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, ...) float32 inputs -> (N, classes) probabilities, whatever the card says the graph outputs."""
@@ -42,6 +48,13 @@ class CardSession:
         return out
 
 
+def split_model_id(model_id: str | None) -> tuple[str, str, str]:
+    """``name@vN#variant`` (or ``name@vN``) -> (name, version, variant)."""
+    name, _, rest = (model_id or "@").partition("@")
+    version, _, variant = rest.partition("#")
+    return name, version, variant or "fp32"
+
+
 def choose_providers(available: Iterable[str]) -> list[str]:
     """CUDA first when this onnxruntime build and machine offer it, CPU always as the fallback."""
     available = list(available)
@@ -49,7 +62,8 @@ def choose_providers(available: Iterable[str]) -> list[str]:
 
 
 def create_session(
-    model_path: str, card: ModelCard, intra_op_threads: int = 0, allow_spinning: bool = True
+    model_path: str, card: ModelCard, intra_op_threads: int = 0, allow_spinning: bool = True,
+    variant: str = "fp32",
 ) -> CardSession:
     """An onnxruntime session with explicit threading (0 = onnxruntime's default, one per core).
 
@@ -69,22 +83,24 @@ def create_session(
         model_path, sess_options=options, providers=choose_providers(ort.get_available_providers())
     )
     provider = session.get_providers()[0]
-    LOG.info("model %s running on %s (intra-op threads %s)", card.ref, provider, intra_op_threads or "default")
-    return CardSession(session=session, card=card, provider=provider)
+    LOG.info("model %s (%s) running on %s (intra-op threads %s)", card.ref, variant, provider,
+             intra_op_threads or "default")
+    return CardSession(session=session, card=card, provider=provider, variant=variant)
 
 
-# Sessions being built ahead of time in this process, by (registry root, model ref, intra-op threads).
-_PRELOADED: dict[tuple[str, str, int], Future] = {}
+# Sessions being built ahead of time in this process, by (registry root, model ref, intra-op threads, variant).
+_PRELOADED: dict[tuple[str, str, int, str], Future] = {}
 
 
-def preload_session(registry_root: str, model_path: str, card: ModelCard, intra_op_threads: int) -> None:
+def preload_session(registry_root: str, model_path: str, card: ModelCard, intra_op_threads: int,
+                    variant: str = "fp32") -> None:
     """Start building the session on a background thread now (local, in-process runs): onnxruntime's import
     and the session build then overlap Beam's pipeline construction instead of delaying the first batch.
     :meth:`CardModelHandler.load_model` in this process takes it; other processes load as usual."""
-    key = (registry_root, card.ref, intra_op_threads)
+    key = (registry_root, card.ref, intra_op_threads, variant)
     if key not in _PRELOADED:
         pool = ThreadPoolExecutor(1, thread_name_prefix="preload-model")
-        _PRELOADED[key] = pool.submit(create_session, model_path, card, intra_op_threads)
+        _PRELOADED[key] = pool.submit(create_session, model_path, card, intra_op_threads, True, variant)
         pool.shutdown(wait=False)
 
 
@@ -96,6 +112,8 @@ def discard_preloaded() -> None:
 class CardModelHandler(OnnxModelHandlerNumpy):
     """RunInference handler for one pinned model version of a registry (local path or any Beam filesystem)."""
 
+    FALLBACK_TO_FP32 = False  # --precision int8 on a version without the variant: refuse (batch) or run FP32
+
     def __init__(
         self,
         registry_root: str,
@@ -104,6 +122,7 @@ class CardModelHandler(OnnxModelHandlerNumpy):
         intra_op_threads: int = 0,
         min_batch_size: int = 8,
         max_batch_size: int = 32,
+        precision: str = "fp32",
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -112,20 +131,25 @@ class CardModelHandler(OnnxModelHandlerNumpy):
         self.registry_root = registry_root
         self.model_ref = model_ref
         self.intra_op_threads = intra_op_threads
+        self.precision = precision  # fp32 | int8, or auto (chosen where the model loads: the worker's hardware)
 
-    def resolve(self) -> tuple[ModelCard, str]:
-        """(card, local model path) to load; override to follow an alias instead of a pinned version."""
+    def resolve(self) -> tuple[ModelCard, str, str]:
+        """(card, local model path, variant) to load; override to follow an alias instead of a pinned version."""
         from models.registry import Registry
+        from pipelines.precision import load_for_precision
 
-        loaded = Registry(self.registry_root).load(self.model_ref)
-        return loaded.card, loaded.model_path
+        loaded, why = load_for_precision(Registry(self.registry_root), self.model_ref, self.precision,
+                                         max(1, self.intra_op_threads), fallback=self.FALLBACK_TO_FP32)
+        LOG.info("model %s: %s variant (%s)", loaded.card.ref, loaded.variant, why)
+        return loaded.card, loaded.model_path, loaded.variant
 
     def load_model(self) -> CardSession:  # type: ignore[override]
-        preloaded = _PRELOADED.pop((self.registry_root, self.model_ref, self.intra_op_threads), None)
+        key = (self.registry_root, self.model_ref, self.intra_op_threads, self.precision)
+        preloaded = _PRELOADED.pop(key, None)
         if preloaded is not None:
             return preloaded.result()
-        card, path = self.resolve()
-        return create_session(path, card, self.intra_op_threads)
+        card, path, variant = self.resolve()
+        return create_session(path, card, self.intra_op_threads, variant=variant)
 
     def run_inference(  # type: ignore[override]
         self,
@@ -135,7 +159,7 @@ class CardModelHandler(OnnxModelHandlerNumpy):
     ) -> Iterable[PredictionResult]:
         stacked = np.stack(batch, axis=0) if len(batch) > 1 else batch[0][None, ...]
         probabilities = model.predict(stacked)
-        model_id = model.card.ref
+        model_id = model.model_id
         return [PredictionResult(x, p, model_id) for x, p in zip(batch, probabilities)]
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:

@@ -49,6 +49,7 @@ class Scored(NamedTuple):
     probabilities: np.ndarray
     model_name: str
     model_version: str
+    model_variant: str = "fp32"
 
 
 class Tagged(NamedTuple):
@@ -57,6 +58,7 @@ class Tagged(NamedTuple):
     probabilities: dict[str, float]
     model_name: str
     model_version: str
+    model_variant: str = "fp32"  # which of the version's model files ran: fp32 | int8
 
 
 class Failure(NamedTuple):

@@ -64,6 +64,7 @@ def _tag_scalars(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
         "tags": list(t.tags),
         "model_name": t.model_name,
         "model_version": t.model_version,
+        "model_variant": t.model_variant,
         "run_id": run_id,
         "tagged_at": now,
     }
@@ -199,6 +200,7 @@ class RunInfo(NamedTuple):
     started_at: str
     incremental: bool
     inputs: list[str]
+    model_variant: str = "fp32"
 
     @property
     def staging(self) -> str:
@@ -248,6 +250,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
         tag_files=tag_files,
         error_files=error_files,
         failures_by_stage=by_stage,
+        model_variant=info.model_variant,
     )
     for src, rel in moves:
         _move(src, storage.join(info.output, rel))

@@ -15,7 +15,8 @@ def format_summary(result, output: str, top: int = 10) -> str:
     secs = _seconds(m)
     rate = m.tagged / secs if secs > 0 else 0.0
     lines = [
-        f"tagger tag: run {m.run_id} with {m.model_name}@{m.model_version} on {m.runner}",
+        f"tagger tag: run {m.run_id} with {m.model_name}@{m.model_version}"
+        + (f" ({m.model_variant})" if m.model_variant else "") + f" on {m.runner}",
         f"  matched {m.matched}  tagged {m.tagged}  failed {m.failed}  skipped {m.skipped}"
         + ("  (incremental)" if m.incremental else ""),
         f"  {secs:.1f} s wall, {rate:.1f} images/s",

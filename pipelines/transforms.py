@@ -17,7 +17,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from pipelines.decode import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DecodeError, decode_image
 from pipelines.memory import DECODE_BUDGET, DEFAULT_MAX_DECODED_BYTES
-from pipelines.model_handler import CardModelHandler
+from pipelines.model_handler import CardModelHandler, split_model_id
 from pipelines.paths import one_line
 from pipelines.preprocess import draft_size_for, preprocess
 from pipelines.reading import ReadError
@@ -124,21 +124,24 @@ class _ThresholdFn(beam.DoFn):
     def __init__(self, card: ModelCard) -> None:
         self.classes = tuple(card.classes)
         self.thresholds = card.threshold_vector
+        # A variant recalibrated for its own probabilities carries its own thresholds (see card.for_variant).
+        self.by_variant = {v: card.for_variant(v).threshold_vector for v in card.published_variants()}
 
     def setup(self) -> None:
         self.tagged = Metrics.counter(NAMESPACE, "images_tagged")
         self.tag_counters = {c: Metrics.counter(f"{NAMESPACE}.tags", c) for c in self.classes}
 
     def process(self, scored: Scored) -> Iterable:
+        thresholds = self.by_variant.get(scored.model_variant, self.thresholds)
         try:
-            tags, probs = apply_thresholds(scored.probabilities, self.classes, self.thresholds)
+            tags, probs = apply_thresholds(scored.probabilities, self.classes, thresholds)
         except Exception as exc:  # noqa: BLE001 - e.g. a model that returns the wrong number of scores
             yield beam.pvalue.TaggedOutput(FAILED, failure_of(scored.info.uri, "inference", exc, "inference_failed"))
             return
         self.tagged.inc()
         for tag in tags:
             self.tag_counters[tag].inc()
-        yield Tagged(scored.info, tags, probs, scored.model_name, scored.model_version)
+        yield Tagged(scored.info, tags, probs, scored.model_name, scored.model_version, scored.model_variant)
 
 
 class _DecodePreprocessFn(_DecodeFn):
@@ -172,8 +175,7 @@ class _ScoredThresholdFn(_ThresholdFn):
 
 def _to_scored(keyed) -> Scored:
     info, result = keyed
-    name, _, version = (result.model_id or "@").partition("@")
-    return Scored(info, result.inference, name, version)
+    return Scored(info, result.inference, *split_model_id(result.model_id))
 
 
 def _failed_batch(failed) -> Iterable[Failure]:

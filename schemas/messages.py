@@ -158,6 +158,7 @@ class Decision:
     dedup_key: str
     decided_at: str
     image_uri: str = ""
+    model_variant: str = ""  # which of the version's model files ran: fp32 | int8
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -39,6 +39,8 @@ TAGS_SCHEMA = pa.schema(
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("tagged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # Which of the version's model files ran (fp32 | int8); files written before it existed lack the column.
+        pa.field("model_variant", pa.string()),
     ]
 )
 
@@ -89,6 +91,7 @@ class RunManifest:
     error_files: list[str] = field(default_factory=list)
     failures_by_stage: dict[str, int] = field(default_factory=dict)
     format_version: int = MANIFEST_FORMAT_VERSION
+    model_variant: str = ""  # fp32 | int8 (what --precision chose); "" in manifests of earlier runs
 
     def __post_init__(self) -> None:
         if self.matched != self.tagged + self.failed + self.skipped:

@@ -75,8 +75,8 @@ class _WrongInputName(CardModelHandler):
     """A model whose card names an input the graph does not have: every batch fails in onnxruntime."""
 
     def resolve(self):
-        card, path = super().resolve()
-        return card.replace(input_name="no_such_input"), path
+        card, path, variant = super().resolve()
+        return card.replace(input_name="no_such_input"), path, variant
 
 
 def test_a_failing_inference_batch_becomes_dead_letters(tiny_model, registry_root):

@@ -21,6 +21,7 @@ from apache_beam.ml.inference.base import PredictionResult
 
 from models.registry import Registry, RegistryError, parse_ref
 from pipelines.model_handler import CardModelHandler, CardSession, create_session
+from pipelines.precision import load_for_precision
 from schemas.card import ModelCard
 
 LOG = logging.getLogger(__name__)
@@ -37,7 +38,13 @@ def swappable(running: ModelCard, candidate: ModelCard) -> bool:
 
 
 class HotReloadModelHandler(CardModelHandler):
-    """``CardModelHandler`` for an alias reference (``name@production``) that follows the alias while running."""
+    """``CardModelHandler`` for an alias reference (``name@production``) that follows the alias while running.
+
+    Each version loads at the job's ``--precision``; a promoted version without an INT8 variant runs FP32
+    (logged, and every decision names its variant) rather than stopping moderation.
+    """
+
+    FALLBACK_TO_FP32 = True
 
     def __init__(self, registry_root: str, model_ref: str, *, check_interval_s: float = DEFAULT_CHECK_INTERVAL_S,
                  **kwargs: Any) -> None:
@@ -58,9 +65,9 @@ class HotReloadModelHandler(CardModelHandler):
         self._lock = threading.Lock()
 
     def load_model(self) -> CardSession:  # type: ignore[override]
-        card, path = self.resolve()
+        card, path, variant = self.resolve()
         # No spinning: between small streaming batches the cores belong to decode and Kafka (measured ~1.8x).
-        return create_session(path, card, self.intra_op_threads, allow_spinning=False)
+        return create_session(path, card, self.intra_op_threads, allow_spinning=False, variant=variant)
 
     def run_inference(  # type: ignore[override]
         self,
@@ -98,7 +105,8 @@ class HotReloadModelHandler(CardModelHandler):
             if version == model.card.version or version in self._refused:
                 return False
             try:
-                loaded = registry.load(self.model_ref)  # the card must match what the alias recorded, too
+                # the card must match what the alias recorded, too
+                loaded, why = load_for_precision(registry, self.model_ref, self.precision, fallback=True)
             except RegistryError as exc:  # tampered, malformed or corrupt: never serve it, say so once
                 self._refused.add(version)
                 LOG.error("not switching to %s@%s, keeping %s: %s", name, version, model.card.ref, exc)
@@ -113,9 +121,11 @@ class HotReloadModelHandler(CardModelHandler):
                 LOG.error("%s@%s changes preprocessing/classes; restart the job to use it (keeping %s)",
                           name, version, model.card.ref)
                 return False
-            fresh = create_session(loaded.model_path, loaded.card, self.intra_op_threads, allow_spinning=False)
-            LOG.info("hot reload: %s -> %s", model.card.ref, fresh.card.ref)
+            fresh = create_session(loaded.model_path, loaded.card, self.intra_op_threads, allow_spinning=False,
+                                   variant=loaded.variant)
+            LOG.info("hot reload: %s -> %s (%s)", model.model_id, fresh.model_id, why)
             model.session, model.card, model.provider = fresh.session, fresh.card, fresh.provider
+            model.variant = fresh.variant
             return True
 
 

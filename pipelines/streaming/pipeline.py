@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models.registry import Registry
 from pipelines.decode import DEFAULT_MAX_PIXELS
+from pipelines.precision import choose_variant
 from pipelines.runner_names import LOCAL_RUNNERS
 from pipelines.streaming.hot_model import DEFAULT_CHECK_INTERVAL_S, HotReloadModelHandler
 from pipelines.streaming.kafka_config import KafkaConfig
@@ -46,14 +47,17 @@ class StreamJob:
     reload_interval_s: float = DEFAULT_CHECK_INTERVAL_S
     start_from: str = "earliest"
     max_batch_size: int = 16
+    precision: str = "auto"  # auto | fp32 | int8, applied to every version the job runs (hot reload too)
     beam_args: Sequence[str] = field(default_factory=tuple)
 
 
 def build(pipeline: beam.Pipeline, job: StreamJob) -> None:
     loaded = Registry(job.registry_root).load(job.model_ref)  # fail fast, in one line, on a bad reference
     card = loaded.card
+    if job.precision == "int8":
+        choose_variant(card, job.precision, gpu=False)  # fails in one line if the version has no INT8 variant
     handler = HotReloadModelHandler(job.registry_root, job.model_ref, check_interval_s=job.reload_interval_s,
-                                    min_batch_size=1, max_batch_size=job.max_batch_size)
+                                    min_batch_size=1, max_batch_size=job.max_batch_size, precision=job.precision)
     (
         pipeline
         | "ReadKafka" >> ReadFromKafkaSDF(job.kafka, job.topic, job.group, job.start_from)

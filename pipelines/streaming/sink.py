@@ -154,6 +154,7 @@ def write_partition_files(output: str, outcomes: list[StreamItem], model_name: s
         tag_files=tag_files,
         error_files=error_files,
         failures_by_stage=by_stage,
+        model_variant=",".join(sorted({o.value.model_variant for o in outcomes if o.failure is None})),
     )
     storage.write_bytes_atomic(storage.join(output, manifest_name(run_id)), manifest.to_json().encode())
     return manifest
@@ -167,6 +168,7 @@ def decision_for(o: StreamItem, now_iso: str) -> Decision:
         probabilities=dict(t.probabilities),
         model_name=t.model_name,
         model_version=t.model_version,
+        model_variant=t.model_variant,
         source_topic=src.topic,
         source_partition=src.partition,
         source_offset=src.offset,

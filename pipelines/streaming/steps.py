@@ -19,6 +19,7 @@ from pipelines.decode import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, DecodeError
 from pipelines.preprocess import preprocess
 from pipelines.reading import ReadError, read_bounded
 from pipelines.records import Failure, ImageInput, Tagged
+from pipelines.model_handler import split_model_id
 from pipelines.streaming.hot_model import HotReloadModelHandler
 from pipelines.transforms import apply_thresholds, decode_input, failure_counter
 from schemas.card import Preprocessing
@@ -146,12 +147,11 @@ def _from_keyed(keyed) -> StreamItem:
     item, result = keyed
     if item.failure:
         return item
-    name, _, version = (result.model_id or "@").partition("@")
-    return item._replace(value=(item.value[0], result.inference, name, version))
+    return item._replace(value=(item.value[0], result.inference, *split_model_id(result.model_id)))
 
 
 class ScoreItems(beam.PTransform):
-    """StreamItem(tensor) -> StreamItem((info, probabilities, model name, version)) via Beam RunInference."""
+    """StreamItem(tensor) -> StreamItem((info, probabilities, model name, version, variant)) via RunInference."""
 
     def __init__(self, handler: HotReloadModelHandler) -> None:
         super().__init__()
@@ -179,20 +179,21 @@ class _ThresholdByVersionFn(beam.DoFn):
             return
         from models.registry import Registry, RegistryError
 
-        info, probabilities, name, version = item.value
-        if (name, version) not in self.cards:
+        info, probabilities, name, version, variant = item.value
+        key = (name, version, variant)
+        if key not in self.cards:
             try:
-                self.cards[(name, version)] = Registry(self.registry_root).card(name, version)
+                self.cards[key] = Registry(self.registry_root).card(name, version).for_variant(variant)
             except RegistryError as exc:  # its card changed or broke since the model was loaded: no honest tags
                 yield item.failed("inference", "model_card_invalid", str(exc))
                 return
-        card = self.cards[(name, version)]
+        card = self.cards[key]
         try:
             tags, probs = apply_thresholds(probabilities, card.classes, card.threshold_vector)
         except ValueError as exc:  # a model whose output does not match its card
             yield item.failed("inference", "output_shape", str(exc))
             return
-        yield item._replace(value=Tagged(info, tags, probs, name, version))
+        yield item._replace(value=Tagged(info, tags, probs, name, version, variant))
 
 
 class ApplyVersionThresholds(beam.PTransform):
