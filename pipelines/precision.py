@@ -9,6 +9,8 @@ than ``fp32``.
 """
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import time
 from typing import Callable
@@ -104,6 +106,45 @@ def time_both(fp32_path: str, int8_path: str, card: ModelCard, threads: int = 1,
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+TIMINGS_CACHE = os.path.join("~", ".cache", "tagger", "precision-timings.json")
+
+
+def cached_timings(key: str, measure: Callable[[], tuple[float, float]]) -> tuple[float, float]:
+    """``measure()`` once per (models, onnxruntime, CPU, threads) on this machine: ~1 s of every later run's
+    start-up saved. The cache is a plain JSON file; an unreadable one is measured again and replaced."""
+    from models import storage
+
+    path = os.path.expanduser(TIMINGS_CACHE)
+    cache: dict = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            stored = json.load(fh)
+        cache = stored if isinstance(stored, dict) else {}
+        hit = cache.get(key)
+        if isinstance(hit, list) and len(hit) == 2 and all(isinstance(t, (int, float)) and t > 0 for t in hit):
+            return float(hit[0]), float(hit[1])
+    except (OSError, ValueError):
+        pass
+    timings = measure()
+    cache[key] = list(timings)
+    try:
+        storage.write_bytes_atomic(path, json.dumps(cache).encode())
+    except OSError:
+        pass  # a read-only home only costs the measurement next time
+    return timings
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def load_for_precision(registry, ref: str, precision: str, threads: int = 1, fallback: bool = False):
     """(LoadedModel of the chosen variant, why) for ``ref`` at ``--precision precision``, on this machine.
 
@@ -117,7 +158,8 @@ def load_for_precision(registry, ref: str, precision: str, threads: int = 1, fal
 
     def measure() -> tuple[float, float]:
         int8 = registry.load(loaded.card.ref, variant=INT8)
-        return time_both(loaded.model_path, int8.model_path, loaded.card, threads)
+        key = f"{loaded.card.onnx_sha256}:{int8.card.variants[INT8]['sha256']}:{ort.__version__}:{_cpu_name()}:{threads}"
+        return cached_timings(key, lambda: time_both(loaded.model_path, int8.model_path, loaded.card, threads))
 
     try:
         variant, why = choose_variant(loaded.card, precision, gpu=gpu, measure=measure)
