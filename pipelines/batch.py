@@ -194,7 +194,7 @@ def run_tag_job(job: TagJob) -> TagResult:
     intra_op_threads = job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local
                                             else remote_onnx_threads(runner_name, options))
     if local:  # the workers run on this machine: choose the variant once, here
-        loaded, why = load_for_precision(registry, card.ref, job.precision, max(1, intra_op_threads))
+        loaded, why = load_for_precision(registry, card.ref, job.precision)
         variant = loaded.variant
     else:  # each worker chooses for its own hardware (auto); an explicit int8 is checked here first
         variant, why = job.precision, "chosen per worker"

@@ -139,7 +139,7 @@ class CardModelHandler(OnnxModelHandlerNumpy):
         from pipelines.precision import load_for_precision
 
         loaded, why = load_for_precision(Registry(self.registry_root), self.model_ref, self.precision,
-                                         max(1, self.intra_op_threads), fallback=self.FALLBACK_TO_FP32)
+                                         fallback=self.FALLBACK_TO_FP32)
         LOG.info("model %s: %s variant (%s)", loaded.card.ref, loaded.variant, why)
         return loaded.card, loaded.model_path, loaded.variant
 

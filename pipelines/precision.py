@@ -2,20 +2,13 @@
 
 ``auto`` runs FP32 on a GPU (onnxruntime's CUDA provider gains little from QDQ INT8 and the variant was
 checked on CPU) and INT8 on a CPU when the version has a published INT8 variant and the CPU has int8
-dot-product instructions (x86 VNNI / AMX, Arm dot product), where it is ~2.5x faster. On a CPU without
-them the speed-up is unknown (smaller, and sometimes a loss), so ``auto`` times both files on this machine
-and takes INT8 only if it is at least ``AUTO_MIN_SPEEDUP`` faster: ``auto`` is never meant to be slower
-than ``fp32``.
+dot-product instructions (x86 VNNI / AMX, Arm dot product), where it measured ~2.5x faster per core. On an
+x86 CPU without VNNI, onnxruntime's uint8 x int8 kernels use VPMADDUBSW, whose 16-bit intermediate sums can
+saturate (its quantization docs), so the variant's numbers there are not the ones checked on the test split,
+and the speed-up is smaller: ``auto`` runs FP32 there (so it is never slower than ``fp32``), and
+``--precision int8`` is the explicit opt-in.
 """
 from __future__ import annotations
-
-import json
-import os
-import statistics
-import time
-from typing import Callable
-
-import numpy as np
 
 from schemas.card import ModelCard
 from schemas.errors import UserError
@@ -24,7 +17,6 @@ PRECISIONS = ("auto", "fp32", "int8")
 FP32, INT8 = "fp32", "int8"
 # CPU flags (Linux /proc/cpuinfo names) that give onnxruntime's int8 kernels their fast path.
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-AUTO_MIN_SPEEDUP = 1.05
 
 
 def cpu_flags() -> frozenset[str]:
@@ -45,14 +37,9 @@ def has_int8_dot_product(flags: frozenset[str]) -> bool:
 
 
 def choose_variant(
-    card: ModelCard,
-    requested: str,
-    *,
-    gpu: bool,
-    flags: frozenset[str] | None = None,
-    measure: Callable[[], tuple[float, float]] | None = None,
+    card: ModelCard, requested: str, *, gpu: bool, flags: frozenset[str] | None = None
 ) -> tuple[str, str]:
-    """(variant to run, why) for ``--precision requested``; ``measure()`` -> (fp32 s, int8 s) per batch."""
+    """(variant to run, why) for ``--precision requested`` on a machine with these CPU ``flags``."""
     if requested not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     available = INT8 in card.published_variants()
@@ -72,80 +59,11 @@ def choose_variant(
     flags = cpu_flags() if flags is None else flags
     if has_int8_dot_product(flags):
         return INT8, "auto: CPU with int8 dot-product instructions"
-    if measure is None:
-        return FP32, "auto: CPU without int8 dot-product instructions"
-    fp32_s, int8_s = measure()
-    speedup = fp32_s / int8_s if int8_s > 0 else 0.0
-    chosen = INT8 if speedup >= AUTO_MIN_SPEEDUP else FP32
-    return chosen, f"auto: CPU without int8 dot-product instructions; INT8 measured {speedup:.2f}x FP32 here"
+    return FP32, ("auto: CPU without int8 dot-product instructions (VNNI); --precision int8 opts in to a smaller "
+                  "speed-up whose uint8 x int8 products may saturate")
 
 
-def time_both(fp32_path: str, int8_path: str, card: ModelCard, threads: int = 1, batch: int = 8,
-              repeats: int = 5) -> tuple[float, float]:
-    """Median seconds per batch of the FP32 and INT8 files on this machine, runs interleaved (noise hits both)."""
-    import onnxruntime as ort
-
-    def session(path):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-
-    spec = card.preprocessing
-    shape = (batch, 3, spec.input_size, spec.input_size) if spec.layout == "NCHW" else \
-        (batch, spec.input_size, spec.input_size, 3)
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    sessions = [session(fp32_path), session(int8_path)]
-    times: list[list[float]] = [[], []]
-    for s in sessions:
-        s.run(None, {card.input_name: x})  # warm-up
-    for _ in range(repeats):
-        for i, s in enumerate(sessions):
-            start = time.perf_counter()
-            s.run(None, {card.input_name: x})
-            times[i].append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
-
-
-TIMINGS_CACHE = os.path.join("~", ".cache", "tagger", "precision-timings.json")
-
-
-def cached_timings(key: str, measure: Callable[[], tuple[float, float]]) -> tuple[float, float]:
-    """``measure()`` once per (models, onnxruntime, CPU, threads) on this machine: ~1 s of every later run's
-    start-up saved. The cache is a plain JSON file; an unreadable one is measured again and replaced."""
-    from models import storage
-
-    path = os.path.expanduser(TIMINGS_CACHE)
-    cache: dict = {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            stored = json.load(fh)
-        cache = stored if isinstance(stored, dict) else {}
-        hit = cache.get(key)
-        if isinstance(hit, list) and len(hit) == 2 and all(isinstance(t, (int, float)) and t > 0 for t in hit):
-            return float(hit[0]), float(hit[1])
-    except (OSError, ValueError):
-        pass
-    timings = measure()
-    cache[key] = list(timings)
-    try:
-        storage.write_bytes_atomic(path, json.dumps(cache).encode())
-    except OSError:
-        pass  # a read-only home only costs the measurement next time
-    return timings
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def load_for_precision(registry, ref: str, precision: str, threads: int = 1, fallback: bool = False):
+def load_for_precision(registry, ref: str, precision: str, fallback: bool = False):
     """(LoadedModel of the chosen variant, why) for ``ref`` at ``--precision precision``, on this machine.
 
     ``fallback=True`` (streaming hot reload) runs FP32, with the reason, when an explicit ``int8`` is asked
@@ -155,14 +73,8 @@ def load_for_precision(registry, ref: str, precision: str, threads: int = 1, fal
 
     loaded = registry.load(ref)  # verifies model.onnx
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-
-    def measure() -> tuple[float, float]:
-        int8 = registry.load(loaded.card.ref, variant=INT8)
-        key = f"{loaded.card.onnx_sha256}:{int8.card.variants[INT8]['sha256']}:{ort.__version__}:{_cpu_name()}:{threads}"
-        return cached_timings(key, lambda: time_both(loaded.model_path, int8.model_path, loaded.card, threads))
-
     try:
-        variant, why = choose_variant(loaded.card, precision, gpu=gpu, measure=measure)
+        variant, why = choose_variant(loaded.card, precision, gpu=gpu)
     except UserError as exc:
         if not fallback:
             raise

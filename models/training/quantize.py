@@ -16,6 +16,7 @@ import math
 import os
 import pathlib
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -270,6 +271,7 @@ def for_training_job(onnx_path: str, prepared, spec, thresholds: Sequence[float]
     """
     from models.registry import sha256_file
 
+    started = time.perf_counter()
     variants: dict = {FP32: {**fp32_entry(test_metrics), "sha256": sha256_file(onnx_path)}}
     by_key = {e.key: e for e in prepared.examples}
     keys = choose_calibration_keys(prepared.subsets["train"], CALIBRATION_IMAGES, seed)
@@ -287,8 +289,9 @@ def for_training_job(onnx_path: str, prepared, spec, thresholds: Sequence[float]
                              "withheld_reason": f"quantization failed: {type(exc).__name__}: {exc}"[:500]}
         print(f"INT8 variant withheld: {variants[VARIANT]['withheld_reason']}", flush=True)
         return variants, {}
-    variants[VARIANT] = {**result.entry, "sha256": sha256_file(result.path) if result.path else ""}
-    print(variant_summary(result.entry), flush=True)
+    variants[VARIANT] = {**result.entry, "sha256": sha256_file(result.path) if result.path else "",
+                         "seconds": round(time.perf_counter() - started, 1)}
+    print(f"{variant_summary(result.entry)}; {variants[VARIANT]['seconds']:.0f}s", flush=True)
     return variants, ({FILE: pathlib.Path(result.path)} if result.path else {})
 
 
