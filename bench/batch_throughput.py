@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import pathlib
 import platform
 import statistics
 import subprocess
@@ -83,7 +84,7 @@ def add_int8_variant(registry: str, ref: str, calibration_paths: list[str]) -> s
     """Publish ``ref`` again with an INT8 variant made by the training job's quantizer (same settings),
     calibrated on ``calibration_paths``. A benchmark model has no labelled test split: the variant is
     published for speed measurements only (its card entry says so), never quality-checked."""
-    from models.registry import Registry
+    from models.registry import Registry, sha256_file
     from models.training import quantize
 
     reg = Registry(registry)
@@ -93,12 +94,12 @@ def add_int8_variant(registry: str, ref: str, calibration_paths: list[str]) -> s
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, quantize.FILE)
         quantize.quantize(loaded.model_path, out, calib.inputs, loaded.card.input_name)
-        entry = {"file": quantize.FILE, "status": "published", "withheld_reason": "", "sha256": "",
+        entry = {"file": quantize.FILE, "status": "published", "withheld_reason": "", "sha256": sha256_file(out),
                  "quantization": quantize.SETTINGS, "metrics": {}, "note": "benchmark model: speed only",
                  "calibration": {"split": "benchmark images", "images": len(keys), "fingerprint": calib.fingerprint}}
         card = reg.publish(loaded.card.replace(version="", parent_version=loaded.card.version,
                                                variants={"int8": entry}),
-                           loaded.model_path, variant_files={"int8": out})
+                           loaded.model_path, {quantize.FILE: pathlib.Path(out)})
     reg.promote(card.name, card.version, reason="benchmark: int8 variant")
     return card.ref
 

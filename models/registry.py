@@ -507,8 +507,10 @@ def _variant_file(card: ModelCard, variant: str) -> str:
     if not entry or entry.get("status") != "published":
         why = f" (withheld: {entry.get('withheld_reason')})" if entry else ""
         raise RegistryError(f"model {card.ref} has no published {variant} variant{why}")
-    if entry["file"] not in card.files:
-        raise RegistryError(f"model {card.ref}: card.json lists no sha256 for {entry['file']}; refusing to load it")
+    listed = card.files.get(entry["file"])
+    if listed is None or entry.get("sha256", listed) != listed:
+        raise RegistryError(f"model {card.ref}: card.json lists no sha256 for {entry['file']} (or two different "
+                            "ones); refusing to load it")
     return entry["file"]
 
 

@@ -43,8 +43,8 @@ def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
 
     ``(x * scale - mean) / std`` is computed as ``x * (scale / std) - mean / std`` straight from the uint8
     pixels into the one output array, in its final layout: one allocation and two passes instead of a float
-    copy, two temporaries and a transposing copy (measured ~1.5-8x less time for this step at 224 px; each
-    temporary of 600 kB is a fresh mmap whose pages fault in on every call).
+    copy, two temporaries and a transposing copy of 600 kB arrays (this step measured 8-10x faster at 224 px,
+    docs/benchmarks.md).
     """
     resized = resize_for_model(image, spec)
     arr = np.asarray(resized)  # HWC uint8, RGB

@@ -138,7 +138,7 @@ class ModelCard:
                 raise CardError(f"card.files[{file_name!r}] must be a lower-case hex sha256, got {digest[:80]!r}")
         if self.files.get(MODEL_FILE, self.onnx_sha256) != self.onnx_sha256:
             raise CardError(f"card.files[{MODEL_FILE!r}] and card.onnx_sha256 disagree")
-        _check_variants(self.variants, self.classes, self.files)
+        _check_variants(self.variants, self.classes)
 
     def published_variants(self) -> list[str]:
         """Precisions this version can run: always ``fp32``, plus every variant published beside it."""
@@ -208,9 +208,8 @@ class ModelCard:
 _VARIANT_STATUSES = ("published", "withheld")
 
 
-def _check_variants(variants: Any, classes: tuple[str, ...], files: Mapping[str, str]) -> None:
-    """A hand-edited ``variants`` block must name plain files next to card.json, valid thresholds, and (once the
-    registry listed the version's files) the sha256 ``files`` vouches for."""
+def _check_variants(variants: Any, classes: tuple[str, ...]) -> None:
+    """A hand-edited ``variants`` block must name plain files next to card.json and valid thresholds."""
     if not isinstance(variants, Mapping):
         raise CardError("card.variants must be an object of precision -> entry")
     for name, entry in variants.items():
@@ -224,11 +223,8 @@ def _check_variants(variants: Any, classes: tuple[str, ...], files: Mapping[str,
             raise CardError(f"{where}.file must be a plain .onnx file name beside card.json, got {file!r}")
         if entry.get("status") not in _VARIANT_STATUSES:
             raise CardError(f"{where}.status must be one of {_VARIANT_STATUSES}, got {entry.get('status')!r}")
-        sha = entry.get("sha256", "")
-        if not isinstance(sha, str):
+        if not isinstance(entry.get("sha256", ""), str):
             raise CardError(f"{where}.sha256 must be a string")
-        if files and entry["status"] == "published" and files.get(file, sha) != sha:
-            raise CardError(f"{where}.sha256 disagrees with card.files[{file!r}]")
         own = entry.get("class_thresholds")
         if own is not None:
             if not isinstance(own, Mapping) or set(own) != set(classes):

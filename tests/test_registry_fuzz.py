@@ -80,7 +80,7 @@ def _assert_every_reader_refuses(root: str, model, damaged_file: str, field: str
     assert not handler.maybe_reload(model)  # keeps serving v1; a warning or error is logged, nothing raised
     assert model.card.version == "v1"
     batch = [np.zeros((3, 64, 64), np.float32)]
-    assert list(handler.run_inference(batch, model))[0].model_id == "tagger@v1"
+    assert list(handler.run_inference(batch, model))[0].model_id == "tagger@v1#fp32"
 
     try:
         production = gate.evaluate_production(registry, "tagger", [], np.zeros((0, len(CLASSES))), CLASSES)

@@ -163,7 +163,7 @@ def test_hot_reload_never_switches_to_a_tampered_version(registry_root, tiny_mod
     _edit_card(registry_root, v2.version, thresholds={c: 0.0 for c in CLASSES})
     batch = [np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)]
     assert not handler.maybe_reload(model)
-    assert list(handler.run_inference(batch, model))[0].model_id == f"tagger@{tiny_model.version}"
+    assert list(handler.run_inference(batch, model))[0].model_id == f"tagger@{tiny_model.version}#fp32"
     assert any("changed after publishing" in r.getMessage() for r in caplog.records)
 
 
@@ -221,7 +221,7 @@ def test_hot_reload_reports_a_broken_alias_once_and_keeps_serving(registry_root,
     warnings = [r.getMessage() for r in caplog.records if "reload check failed" in r.getMessage()]
     assert len(warnings) == 1 and alias in warnings[0] and "expected an object" in warnings[0]
     batch = [np.zeros((3, 64, 64), np.float32)]
-    assert list(handler.run_inference(batch, model))[0].model_id == f"tagger@{tiny_model.version}"
+    assert list(handler.run_inference(batch, model))[0].model_id == f"tagger@{tiny_model.version}#fp32"
 
 
 @pytest.mark.parametrize("target, content, expected", [

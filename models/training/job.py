@@ -177,7 +177,7 @@ def run(args: JobArgs) -> JobResult:
     test_probs = predict(onnx_path, d.test_inputs)
     test_metrics = evaluate(d.test_targets, test_probs, d.classes, calib.thresholds)
     val_metrics = evaluate(d.train.val_targets, val_probs, d.classes, calib.thresholds)
-    variants, variant_files = quantize.for_training_job(onnx_path, d, spec, calib.thresholds, test_metrics,
+    variants, variant_attachments = quantize.for_training_job(onnx_path, d, spec, calib.thresholds, test_metrics,
                                                         args.min_support, args.seed, work_dir)
 
     production = gate.evaluate_production(registry, args.name, d.test_paths, d.test_targets, d.classes)
@@ -236,7 +236,7 @@ def run(args: JobArgs) -> JobResult:
     def report_html(final: ModelCard) -> bytes:
         return render_report(final, result.history, d.test_targets, test_probs, val_probs, d.train.val_targets)
 
-    final = registry.publish(card, onnx_path, {"report.html": report_html, **variant_files})
+    final = registry.publish(card, onnx_path, {"report.html": report_html, **variant_attachments})
     promoted = decision["decision"] == "promote"
     if promoted:
         registry.promote(final.name, final.version, reason=decision["reason"])
