@@ -142,25 +142,29 @@ def test_tag_precision_runs_the_variant_and_every_row_names_it(trained, tmp_path
         assert f'"model_variant": "{variant}"' in open(manifest).read()
 
 
-def test_a_tampered_int8_file_is_refused_and_fp32_still_runs(trained, tmp_path, capsys):
+def test_a_tampered_int8_file_makes_the_version_refused_whatever_the_precision(trained, tmp_path, capsys):
+    """The variant is one of the files the card vouches for: changing it breaks the version (as a changed
+    report or model.onnx would), so neither precision runs on it."""
     registry = str(tmp_path / "registry")
     shutil.copytree(trained.registry, registry)
     path = os.path.join(registry, trained.card.name, trained.card.version, "model.int8.onnx")
     with open(path, "r+b") as fh:
         fh.seek(os.path.getsize(path) // 2)
         fh.write(b"\x00\x01\x02\x03")
-    code, _, err = _tag(trained, registry, tmp_path / "int8", "int8", capsys)
-    assert code != 0 and "model.int8.onnx is corrupt or was replaced" in err and len(err.strip().splitlines()) == 1
-    code, stdout, _ = _tag(trained, registry, tmp_path / "fp32", "fp32", capsys)
-    assert code == 0 and "(fp32)" in stdout
+    for precision in ("int8", "fp32"):
+        code, _, err = _tag(trained, registry, tmp_path / precision, precision, capsys)
+        assert code != 0 and "model.int8.onnx is corrupt or was replaced" in err
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_models_quantize_adds_the_variant_to_a_version_published_before_it(trained, tmp_path, capsys):
     registry = Registry(str(tmp_path / "registry"))
     loaded = Registry(trained.registry).load(trained.card.ref)
     old = registry.publish(trained.card.replace(version="", variants={}), loaded.model_path)  # "before this change"
-    assert main(["models", "quantize", old.ref, "--registry", registry.root]) == 0
-    assert "plus its INT8 variant" in capsys.readouterr().out
+    code = main(["models", "quantize", old.ref, "--registry", registry.root])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "plus its INT8 variant" in captured.out
     new = registry.card(old.name, registry.versions(old.name)[-1])
     assert new.version != old.version and new.parent_version == old.version
     assert new.onnx_sha256 == old.onnx_sha256 and new.classes == old.classes

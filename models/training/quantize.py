@@ -335,7 +335,7 @@ def quantize_version(registry, ref: str, data: str | None = None, promote: bool 
             why = variant_summary(entry) if "metrics" in entry else f"INT8 variant withheld: {entry['withheld_reason']}"
             return None, f"{card.ref}: {why}; no new version published"
         report = _report_with_variants(registry, card)
-        new = card.replace(version="", onnx_sha256="", created_at="", parent_version=card.version,
+        new = card.replace(version="", onnx_sha256="", files={}, created_at="", parent_version=card.version,
                            variants=json_safe(variants),
                            training={**card.training, "quantized_from": card.ref})
         final = registry.publish(new, loaded.model_path, {**({"report.html": report} if report else {}), **files})
