@@ -24,7 +24,7 @@ from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.memory import DEFAULT_MAX_DECODED_BYTES
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
 from pipelines.paths import canonical_uri, is_local, printable
-from pipelines.precision import choose_variant, load_for_precision
+from pipelines.precision import INT8, choose_variant, load_for_precision
 from pipelines.progress import ProgressPrinter
 from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from pipelines.runner_names import DASK_RUNNERS, LOCAL_RUNNERS
@@ -196,10 +196,10 @@ def run_tag_job(job: TagJob) -> TagResult:
     if local:  # the workers run on this machine: choose the variant once, here
         loaded, why = load_for_precision(registry, card.ref, job.precision)
         variant = loaded.variant
-    else:  # each worker chooses for its own hardware (auto); an explicit int8 is checked here first
-        variant, why = job.precision, "chosen per worker"
-        if job.precision != "auto":
-            choose_variant(card, job.precision, gpu=False)
+    else:  # decided here unless the version has an INT8 variant for `auto`: then each worker's hardware decides
+        variant, why = choose_variant(card, job.precision, gpu=False)  # an explicit int8 is checked here
+        if job.precision == "auto" and INT8 in card.published_variants():
+            variant, why = "auto", "chosen per worker"
     LOG.info("model %s: --precision %s runs the %s variant (%s)", card.ref, job.precision, variant, why)
     info = info._replace(model_variant=variant)
     handler = CardModelHandler(
