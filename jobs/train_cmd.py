@@ -10,7 +10,7 @@ DEFAULT_ARCH, DEFAULT_IMAGE_SIZE = "efficientnet_lite0", 320  # = models.trainin
 # Arguments a resumed run takes from its checkpoint rather than from the command line.
 RESUMABLE = ("data", "name", "arch", "epochs", "warmup_epochs", "seed", "feedback", "image_size", "batch_size", "lr",
              "loss", "patience", "finetune_fraction", "min_support", "images", "skip_bad_rows", "pretrained", "recipe",
-             "folds", "head_weight_decay", "feedback_as_of")
+             "folds", "head_weight_decay", "flip_tta", "feedback_as_of")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds of the probe recipe (default: 5)")
     p.add_argument("--head-weight-decay", type=float, default=1e-3,
                    help="L2 penalty of the probe's linear head (default: 1e-3, chosen by cross-validation)")
+    p.add_argument("--flip-tta", action="store_true",
+                   help="average each prediction over the image and its mirror inside model.onnx (probe recipe; "
+                   "2x inference cost for +0.005 cross-validated mAP on coco128)")
     p.add_argument("--promote", action="store_true",
                    help="promote even if the gate cannot show the new model beats production (a person's decision; "
                    "a model no better than the label prior is still never promoted)")
