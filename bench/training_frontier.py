@@ -5,7 +5,7 @@ input size (docs/training.md shows the table and plot this prints and draws).
     python bench/training_frontier.py speed efficientnet_lite0@320 mobilenet_v2@192 ...   # FP32 and INT8
     python bench/training_frontier.py plot --out docs/img/training_frontier.svg
 
-``cv`` extracts frozen features once per (backbone, size) into var/bench/features/ (plain and mirror image),
+``cv`` extracts frozen features once per (backbone, size) into var/bench/features/ (and mirror images: --flip),
 then runs the recipe's own 5-fold cross-validation (``probe.cross_validate``, content-hash folds over all images)
 for a few head settings; ``speed`` exports each backbone with an 80-class head to ONNX and times onnxruntime on
 one thread at batch 32 (median of interleaved repeats), also after onnxruntime's static INT8 quantization.
@@ -51,11 +51,11 @@ def _save(results: dict) -> None:
     os.replace(RESULTS + ".tmp", RESULTS)
 
 
-def features(arch: str, size: int, data: str, rows: list[dict]) -> tuple[probe.Features, str]:
+def features(arch: str, size: int, data: str, rows: list[dict], args) -> tuple[probe.Features, str]:
     cache = os.path.join(OUT, "features", f"{arch}_{size}.npz")
     if os.path.exists(cache):
         z = np.load(cache)
-        return probe.Features(z["plain"], z["mirrored"]), str(z["seconds"])
+        return probe.Features(z["plain"], z["mirrored"] if z["mirrored"].size else None), str(z["seconds"])
     import torch
 
     torch.set_num_threads(1)
@@ -66,11 +66,12 @@ def features(arch: str, size: int, data: str, rows: list[dict]) -> tuple[probe.F
     for i in range(0, len(rows), 32):
         batch = np.stack([preprocess(decode_image(open(os.path.join(data, r["image"]), "rb").read(),
                                                   draft_size=draft_size_for(spec)).image, spec) for r in rows[i:i + 32]])
-        parts.append(probe.extract(module, batch))
+        parts.append(probe.extract(module, batch, mirror=args.flip))
     seconds = time.perf_counter() - started
-    f = probe.Features(np.concatenate([p.plain for p in parts]), np.concatenate([p.mirrored for p in parts]))
+    f = probe.Features(np.concatenate([p.plain for p in parts]),
+                       np.concatenate([p.mirrored for p in parts]) if args.flip else None)
     os.makedirs(os.path.dirname(cache), exist_ok=True)
-    np.savez(cache, plain=f.plain, mirrored=f.mirrored, seconds=seconds)
+    np.savez(cache, plain=f.plain, mirrored=f.mirrored if f.mirrored is not None else np.zeros(0), seconds=seconds)
     return f, f"{seconds:.0f}"
 
 
@@ -84,9 +85,9 @@ def cmd_cv(args) -> None:
     results = _load(RESULTS)
     for job in args.jobs:
         arch, size = job.split("@")
-        f, seconds = features(arch, int(size), args.data, rows)
+        f, seconds = features(arch, int(size), args.data, rows, args)
         for wd in args.weight_decay:
-            for tta in (False, True):
+            for tta in (False, True) if args.flip else (False,):
                 cv = probe.cross_validate(f, targets, folds, wd, 10, tta)
                 key = f"{arch}@{size}" + (" +flip" if tta else "") + (f" wd={wd:g}" if wd != probe.DEFAULT_WEIGHT_DECAY else "")
                 results.setdefault(key, {}).update(cv_mAP=cv.mean, cv_sd=cv.std, fold_mAP=cv.fold_mAP,
@@ -137,7 +138,7 @@ def cmd_speed(args) -> None:
     models = {}
     for job in args.jobs:
         arch, size = job.split("@")
-        for tta in (False, True):
+        for tta in (False, True) if args.flip else (False,):
             path = os.path.join(OUT, "onnx", f"{arch}_{size}{'_flip' if tta else ''}.onnx")
             if not os.path.exists(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -199,11 +200,13 @@ def main() -> None:
     cv = sub.add_parser("cv")
     cv.add_argument("--data", default=os.path.join("..", "shared", "data", "coco128"))
     cv.add_argument("--weight-decay", type=float, nargs="+", default=[probe.DEFAULT_WEIGHT_DECAY])
+    cv.add_argument("--flip", action="store_true", help="also extract mirror images and score flip TTA")
     cv.add_argument("jobs", nargs="+", help="ARCH@SIZE")
     sp = sub.add_parser("speed")
     sp.add_argument("--rounds", type=int, default=3)
     sp.add_argument("--repeats", type=int, default=3)
     sp.add_argument("--int8", action="store_true")
+    sp.add_argument("--flip", action="store_true", help="also time the mirror-averaging graphs (2x the work)")
     sp.add_argument("jobs", nargs="+")
     pl = sub.add_parser("plot")
     pl.add_argument("--out", default=os.path.join("docs", "img", "training_frontier.svg"))

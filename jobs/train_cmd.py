@@ -6,7 +6,7 @@ import argparse
 from jobs.common_args import add_registry_arg, registry_root
 
 ARCHS = ("efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnet50")
-DEFAULT_ARCH, DEFAULT_IMAGE_SIZE = "efficientnet_lite0", 320  # = models.training.architectures (CLI stays light)
+DEFAULT_ARCH, DEFAULT_IMAGE_SIZE = "efficientnet_lite2", 320  # = models.training.architectures (CLI stays light)
 # Arguments a resumed run takes from its checkpoint rather than from the command line.
 RESUMABLE = ("data", "name", "arch", "epochs", "warmup_epochs", "seed", "feedback", "image_size", "batch_size", "lr",
              "loss", "patience", "finetune_fraction", "min_support", "images", "skip_bad_rows", "pretrained", "recipe",

@@ -71,7 +71,7 @@ def loop(tmp_path_factory):
                  "--registry", registry, "--no-data-docs"]) == 0
     v2 = run(JobArgs(data=str(v2_data), registry=registry, feedback=str(feedback), work_dir=str(root / "w2"), **FAST))
     untrained = run(JobArgs(data=str(v2_data), registry=registry, feedback=str(feedback), work_dir=str(root / "w3"),
-                            epochs=0, promote=True, **FAST))
+                            epochs=0, promote=True, flip_tta=True, **FAST))  # also exports the mirror-TTA graph
     return SimpleNamespace(root=root, v1_data=v1_data, v2_data=v2_data, registry=registry, v1=v1, v2=v2,
                            untrained=untrained, feedback=feedback, corrected=corrected, dropped=dropped)
 
@@ -117,6 +117,7 @@ def test_untrained_candidate_is_never_promoted_even_with_promote(loop):
     gate = loop.untrained.card.gate
     assert loop.untrained.promoted is False and gate["decision"] == "keep"
     assert "label-prior" in gate["reason"] and gate["forced"] is True
+    assert loop.untrained.card.training["flip_tta"] is True  # exported and parity-checked like any model
     assert Registry(loop.registry).alias("tagger") in ("v1", "v2")  # production untouched by v3
 
 

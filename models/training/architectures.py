@@ -84,7 +84,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "efficientnet_lite0": ArchSpec("efficientnet-lite0", "efficientnet-lite0", _swap_linear("_fc", None), "_fc.", **_LITE),
     "efficientnet_lite2": ArchSpec("efficientnet-lite2", "efficientnet-lite2", _swap_linear("_fc", None), "_fc.", **_LITE),
 }
-DEFAULT_ARCH = "efficientnet_lite0"  # chosen by cross-validation and cost: docs/training.md
+DEFAULT_ARCH = "efficientnet_lite2"  # chosen by cross-validation and cost: docs/training.md
 DEFAULT_IMAGE_SIZE = 320
 
 
