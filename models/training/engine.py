@@ -169,7 +169,8 @@ def fit(
         frozen = epoch <= config.warmup_epochs
         for p in backbone:
             p.requires_grad_(not frozen)
-        row = _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device, epoch)
+        row = _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device, epoch,
+                           frozen)
         row["phase"] = "head" if frozen else "finetune"
         val_probs = predict_torch(model, data.val_inputs, device)
         val_map, _ = mean_average_precision(data.val_targets, val_probs)
@@ -197,11 +198,16 @@ def fit(
     return FitResult(model, state["history"], state["best_epoch"], state["best_map"], stopped, device)
 
 
-def _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device, epoch):
+def _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device, epoch,
+                 frozen: bool = False):
     import torch
     from tqdm import tqdm
 
     model.train()
+    if frozen:  # a frozen backbone keeps its BatchNorm statistics too (train mode would keep moving them)
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     order = torch.randperm(len(images), generator=generator)
     seen, total_loss, start = 0, 0.0, time.perf_counter()
     with tqdm(total=len(images), desc=f"epoch {epoch}/{config.epochs}", unit="img", file=sys.stderr,
