@@ -60,3 +60,10 @@ def test_clearly_better_model_is_promoted_and_a_tie_is_kept():
     same = gate.decide(good, targets, dict(production, probabilities=good.copy()), prior, definition)
     assert same["decision"] == "keep" and "does not beat production v1" in same["reason"]
     assert same["vs_production"]["interval"] == [0.0, 0.0]
+
+
+def test_test_split_without_any_positive_cannot_promote():
+    targets = np.zeros((10, 3))
+    prior = gate.prior_probabilities(np.eye(3), 10)
+    decision = gate.decide(np.random.default_rng(0).random((10, 3)), targets, None, prior, content_split_definition())
+    assert decision["decision"] == "keep" and decision["vs_prior"]["interval"] == [None, None]

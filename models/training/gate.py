@@ -70,11 +70,13 @@ def compare(targets: np.ndarray, new: np.ndarray, other: np.ndarray, seed: int =
     """mAP of both, their difference and its bootstrap interval (paired over images)."""
     maps = bootstrap_maps(targets, [new, other], RESAMPLES, seed)
     diff = maps[0] - maps[1]
+    diff = diff[~np.isnan(diff)]
     alpha = (1 - CONFIDENCE) / 2
     a, _ = mean_average_precision(targets, new)
     b, _ = mean_average_precision(targets, other)
     return {"new_mAP": _f(a), "other_mAP": _f(b), "difference": _f(a - b),
-            "interval": [_f(float(np.quantile(diff, alpha))), _f(float(np.quantile(diff, 1 - alpha)))],
+            "interval": [_f(float(np.quantile(diff, alpha))), _f(float(np.quantile(diff, 1 - alpha)))]
+            if len(diff) else [None, None],
             "confidence": CONFIDENCE, "resamples": RESAMPLES, "images": int(len(targets)),
             "classes": int((targets.sum(axis=0) > 0).sum())}
 

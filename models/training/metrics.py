@@ -150,7 +150,9 @@ def bootstrap_maps(targets: np.ndarray, models: Sequence[np.ndarray], resamples:
     n = targets.shape[0]
     rng = np.random.default_rng(seed)
     weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)])
-    out = np.zeros((len(models), resamples))
+    out = np.full((len(models), resamples), np.nan)
+    if not targets.astype(bool).any(axis=0).any():  # no class has a positive: mAP is undefined everywhere
+        return out
     for m, probs in enumerate(models):
         per_class = np.stack([weighted_average_precision(targets[:, c], probs[:, c], weights)
                               for c in range(targets.shape[1]) if targets[:, c].any()], axis=1)
