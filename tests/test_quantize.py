@@ -26,7 +26,9 @@ from tests.synthetic import write_dataset
 
 pytestmark = pytest.mark.slow
 
-GOOD = dict(image_size=64, epochs=6, warmup_epochs=2, finetune_fraction=1.0)
+# The MobileNetV2 fine-tune this test was written for; INT8 of the default probe on EfficientNet-Lite2 is
+# withheld by the variant check on this fixture (mAP drop 0.39, issue 10 hand-over: not investigated yet).
+GOOD = dict(recipe="finetune", arch="mobilenet_v2", image_size=64, epochs=6, warmup_epochs=2, finetune_fraction=1.0)
 
 
 @pytest.fixture(scope="module")
