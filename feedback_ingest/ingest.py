@@ -62,6 +62,7 @@ class Summary:
     validation_success: bool = True
     run_dir: str = ""
     manifest: str = ""
+    validation_page: str = ""
 
     def lines(self) -> list[str]:
         out = [
@@ -69,8 +70,10 @@ class Summary:
             f"quarantined {self.quarantined}, already ingested {self.already_ingested}"
         ]
         out += [f"  quarantined for {reason}: {count}" for reason, count in sorted(self.by_reason.items())]
-        if self.run_dir:
-            out.append(f"  validation result and data docs: {self.run_dir}")
+        if self.validation_page:
+            out.append(f"  validation page: {self.validation_page}")
+        elif self.run_dir:
+            out.append(f"  validation result: {os.path.join(self.run_dir, 'validation.json')}")
         return out
 
 
@@ -148,6 +151,7 @@ def ingest(
                            os.path.join(summary.run_dir, "data_docs") if data_docs else None)
         write_result(outcome, os.path.join(summary.run_dir, "validation.json"))
         summary.validation_success = outcome.success
+        summary.validation_page = outcome.data_docs_index or ""
         for (src, key), reasons, failed in zip(fresh, outcome.reasons, outcome.failed):
             if reasons:
                 quarantined.append(_quarantine_row(src, key, run_id, now, reasons, failed))

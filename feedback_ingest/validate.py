@@ -1,7 +1,8 @@
 """Validate a batch of correction records with great-expectations and say, per row, which checks failed.
 
 GX runs in an ephemeral (in-memory) context, so nothing outside the feedback dataset is written; the run's
-validation result is saved as JSON and rendered as GX data docs (HTML) into a folder the caller names.
+validation result is saved as JSON and rendered as one self-contained HTML page (feedback_ingest/docs_page.py:
+GX's own data docs need CDNs and JavaScript to show anything) into a folder the caller names.
 """
 from __future__ import annotations
 
@@ -85,8 +86,10 @@ def validate(
     docs_dir: str | None,
 ) -> ValidationOutcome:
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
+
+    # GX pins this module's logger to INFO, and the ephemeral context logs a temporary docs directory there.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     frame = build_frame(records, catalog, images)
@@ -95,14 +98,6 @@ def validate(
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    actions = []
-    if docs_dir:
-        context.add_data_docs_site(site_name="feedback", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
-        actions.append(UpdateDataDocsAction(name="data_docs", site_names=["feedback"]))
     batch = context.data_sources.add_pandas("feedback").add_dataframe_asset("corrections")
     definition = batch.add_batch_definition_whole_dataframe("batch")
     suite = context.suites.add(build_suite(class_sets, now))
@@ -110,7 +105,7 @@ def validate(
         gx.ValidationDefinition(name=f"feedback-{run_id}", data=definition, suite=suite)
     )
     checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name="feedback_ingest", validation_definitions=[validation], actions=actions,
+        name="feedback_ingest", validation_definitions=[validation], actions=[],
         result_format={"result_format": "COMPLETE"},
     ))
     run = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_id, run_time=now))
@@ -131,8 +126,15 @@ def validate(
             if reason not in reasons[index]:
                 reasons[index].append(reason)
                 failed[index].append(label)
-    docs_index = os.path.join(docs_dir, "index.html") if docs_dir else None
-    return ValidationOutcome(reasons, failed, bool(result.success), result.to_json_dict(), docs_index)
+    result_json = result.to_json_dict()
+    docs_index = None
+    if docs_dir:
+        from feedback_ingest.docs_page import render_validation_page
+        from models.storage import write_bytes_atomic
+
+        docs_index = os.path.join(docs_dir, "index.html")
+        write_bytes_atomic(docs_index, render_validation_page(result_json, run_id, len(frame)).encode())
+    return ValidationOutcome(reasons, failed, bool(result.success), result_json, docs_index)
 
 
 def write_result(outcome: ValidationOutcome, path: str) -> None:

@@ -5,6 +5,7 @@ import argparse
 import os
 import time
 
+from jobs.common_args import add_deprecated_alias, positive_int
 from jobs.demo.config import DemoDataConfig
 
 DEFAULT_WORKDIR = os.path.join("var", "demo")
@@ -19,23 +20,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(installing them when missing), trains a first model if the demo registry has none, tags the archive "
         "with `tagger tag --incremental` and runs the README's DuckDB queries. A second run reuses everything.",
     )
-    parser.add_argument("--workdir", default=DEFAULT_WORKDIR, help=f"where everything goes (default: {DEFAULT_WORKDIR})")
+    parser.add_argument("--work-dir", dest="workdir", default=DEFAULT_WORKDIR, metavar="DIR",
+                        help="where everything goes")
+    add_deprecated_alias(parser, "--workdir", "--work-dir", dest="workdir")
     parser.add_argument("--no-install", dest="install", action="store_false",
                         help="fail instead of installing missing data packages (apt-get / pip)")
-    parser.add_argument("--train-images", type=int, default=DEFAULTS.train_images,
-                        help=f"training mosaics (default: {DEFAULTS.train_images})")
-    parser.add_argument("--archive-mosaics", type=int, default=DEFAULTS.archive_mosaics,
-                        help=f"mosaics in the archive to tag (default: {DEFAULTS.archive_mosaics})")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's preset)")
+    parser.add_argument("--train-images", type=positive_int, default=DEFAULTS.train_images,
+                        help="training mosaics")
+    parser.add_argument("--archive-mosaics", type=positive_int, default=DEFAULTS.archive_mosaics,
+                        help="mosaics in the archive to tag")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the demo's preset)")
+    parser.add_argument("--data-only", action="store_true",
+                        help="build the demo data set (train/ and archive/ under --work-dir/data) and stop")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobs.common_args import check_output_dir
     from jobs.demo import dataset, steps
     from models.registry import Registry
 
     started = time.monotonic()
     root = os.path.abspath(args.workdir)
+    check_output_dir(root, "--work-dir")
     registry_root = os.path.join(root, "registry")
     output = os.path.join(root, "tags")
 
@@ -43,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     data = dataset.build(os.path.join(root, "data"), config, install=args.install)
     print(f"demo data: {'reused' if data.reused else 'built'} in {data.root} "
           f"({len(data.classes)} classes: {', '.join(data.classes)})", flush=True)
+    if args.data_only:
+        print(f"  training set  {data.train_dir}\n  archive       {data.archive_dir}")
+        return 0
 
     version, trained = steps.ensure_model(registry_root, data.train_dir, os.path.join(root, "train-work"),
                                           epochs=args.epochs)

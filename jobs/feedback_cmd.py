@@ -4,7 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.common_args import add_registry_arg, registry_root
+from jobs.common_args import (
+    add_registry_arg,
+    bootstrap_servers,
+    check_kafka_reachable,
+    check_output_dir,
+    existing_dir,
+    kafka_name,
+    model_name,
+    positive_float,
+    positive_int,
+    registry_root,
+)
 from schemas.errors import UserError
 
 
@@ -20,24 +31,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a summary. Re-ingesting the same rows adds nothing.",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", metavar="FILE", help="CSV, JSONL or Parquet files of corrections")
-    source.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (with --topic, --group)")
-    p.add_argument("--topic", help="Kafka topic of JSON correction messages")
-    p.add_argument("--group", help="Kafka consumer group whose offsets record what was ingested")
+    source.add_argument("--input", action="extend", nargs="+", metavar="FILE",
+                        help="CSV, JSONL or Parquet files of corrections (this or --bootstrap is required)")
+    source.add_argument("--bootstrap", type=bootstrap_servers, metavar="HOST:PORT[,...]",
+                        help="Kafka bootstrap servers (with --topic, --group)")
+    p.add_argument("--topic", type=kafka_name, help="Kafka topic of JSON correction messages")
+    p.add_argument("--group", type=kafka_name, help="Kafka consumer group whose offsets record what was ingested")
     p.add_argument("--dataset", required=True, metavar="DIR", help="the feedback dataset directory")
-    p.add_argument("--tagged", nargs="*", default=[], metavar="DIR",
+    p.add_argument("--tagged", action="extend", nargs="*", default=[], metavar="DIR",
                    help="tagging output directories whose images count as known (besides the image store)")
-    p.add_argument("--model-name", default="tagger",
-                   help="model name for records whose model_version is a bare vN (default: tagger)")
-    p.add_argument("--max-messages", type=int, default=100_000, help="Kafka: at most this many per run")
-    p.add_argument("--idle-seconds", type=float, default=5.0, help="Kafka: stop when nothing new for this long")
-    p.add_argument("--no-data-docs", action="store_true", help="skip rendering GX data docs (JSON is kept)")
+    p.add_argument("--model-name", type=model_name, default="tagger",
+                   help="model name for records whose model_version is a bare vN")
+    p.add_argument("--max-messages", type=positive_int, default=100_000, help="Kafka: at most this many per run")
+    p.add_argument("--idle-seconds", type=positive_float, default=5.0,
+                   help="Kafka: stop when nothing new arrives for this many seconds")
+    p.add_argument("--no-data-docs", action="store_true",
+                   help="skip the HTML validation page (the validation result JSON is kept)")
     add_registry_arg(p)
     p.set_defaults(func=_ingest)
 
     s = sub.add_parser("status", help="committed runs and row counts of a feedback dataset (JSON)")
-    s.add_argument("--dataset", required=True, metavar="DIR")
-    s.add_argument("--since", help="also count accepted rows ingested at or after this ISO timestamp")
+    s.add_argument("--dataset", required=True, type=existing_dir, metavar="DIR", help="the feedback dataset directory")
+    s.add_argument("--since", metavar="TIMESTAMP",
+                   help="also count accepted rows ingested at or after this ISO-8601 timestamp")
     s.set_defaults(func=_status)
 
 
@@ -49,6 +65,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
     if args.bootstrap and not (args.topic and args.group):
         raise UserError("--bootstrap needs --topic and --group")
+    check_output_dir(args.dataset, "--dataset")
+    if args.bootstrap:
+        check_kafka_reachable(args.bootstrap)
     dataset = FeedbackDataset(args.dataset)
     catalog = ModelCatalog(registry_root(args), default_name=args.model_name)
     images = ImageIndex(args.tagged)
@@ -73,7 +92,15 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import os
+
+    from feedback_ingest.dataset import MANIFESTS, RUNS
     from feedback_ingest.status import dataset_status
+
+    entries = set(os.listdir(args.dataset))
+    if entries and not entries & {MANIFESTS, RUNS, "accepted", "quarantine"}:  # an empty one is a new dataset
+        raise UserError(f"--dataset {args.dataset} is not a feedback dataset (no {MANIFESTS}/, accepted/ or "
+                        "quarantine/ in it)")
 
     print(json.dumps(dataset_status(args.dataset, args.since), indent=2, sort_keys=True))
     return 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from jobs.common_args import add_registry_arg, registry_root
+from jobs.common_args import add_registry_arg, model_name, model_ref, registry_root
+from models import storage
 from models.registry import PRODUCTION, Registry, RegistryError, parse_ref
+from schemas.errors import UserError
 from schemas.model_refs import is_version
 
 
@@ -23,24 +26,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p_list.set_defaults(func=_list)
 
     p_show = sub.add_parser("show", help="print a version's card (NAME, NAME@production or NAME@vN)")
-    p_show.add_argument("ref")
+    p_show.add_argument("ref", type=model_ref, help="NAME, NAME@production or NAME@vN")
     add_registry_arg(p_show)
     p_show.set_defaults(func=_show)
 
     p_promote = sub.add_parser("promote", help="point NAME@production at a version (NAME@vN)")
-    p_promote.add_argument("ref")
-    p_promote.add_argument("--reason", default="manual promote")
+    p_promote.add_argument("ref", type=model_ref, help="the version to promote, NAME@vN")
+    p_promote.add_argument("--reason", default="manual promote", help="recorded in the alias history")
     add_registry_arg(p_promote)
     p_promote.set_defaults(func=_promote)
 
     p_rollback = sub.add_parser("rollback", help="move NAME@production back to its previous version")
-    p_rollback.add_argument("name")
+    p_rollback.add_argument("name", type=model_name, help="model name")
     add_registry_arg(p_rollback)
     p_rollback.set_defaults(func=_rollback)
 
     p_seal = sub.add_parser("seal", help="record the card digest of a version published before seals existed "
                             "(NAME@vN), after checking its files against the card")
-    p_seal.add_argument("ref")
+    p_seal.add_argument("ref", type=model_ref, help="the version to seal, NAME@vN")
     p_seal.add_argument("--reason", required=True, help="why this card is trusted (kept in the seal)")
     add_registry_arg(p_seal)
     p_seal.set_defaults(func=_seal)
@@ -60,6 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     registry = Registry(registry_root(args))
+    if storage.is_local(registry.root) and os.path.exists(registry.root) and not os.path.isdir(registry.root):
+        raise UserError(f"registry {registry.root} is a file, not a directory")
     names = registry.names()
     if not names:
         print(f"no models in {registry.root}")

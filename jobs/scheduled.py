@@ -1,6 +1,6 @@
 """Scheduled entry points of the feedback loop, for cron or systemd timers (docs/scheduling.md).
 
-    python -m jobs.scheduled nightly --state DIR --images GLOB --tagged DIR --dataset DIR [--inbox DIR] ...
+    python -m jobs.scheduled nightly --state DIR --input GLOB --tagged DIR --dataset DIR [--inbox DIR] ...
     python -m jobs.scheduled weekly  --state DIR --data DIR --dataset DIR --min-new-feedback N ...
 
 nightly: ``tagger tag --incremental`` over the archive, then ``tagger feedback ingest`` of the files waiting in
@@ -27,6 +27,15 @@ import traceback
 from typing import IO, Sequence
 
 from feedback_ingest.locking import LockBusy, exclusive_lock
+from jobs.common_args import (
+    TaggerArgumentParser,
+    add_deprecated_alias,
+    bootstrap_servers,
+    kafka_name,
+    model_name,
+    model_ref,
+    non_negative_int,
+)
 from models import storage
 
 EXIT_BUSY = 75  # EX_TEMPFAIL: another run of this job holds the lock
@@ -123,7 +132,9 @@ def weekly(args: argparse.Namespace, run: Run) -> int:
         run.say(run.note)
         return 0
     run.say(f"{fresh} new accepted corrections since {since or 'the start'}: retraining")
-    code = run.step("train", ["train", "--data", args.data, "--feedback", args.dataset, "--name", args.name,
+    # A dataset nobody ingested into yet is no feedback (train --feedback insists on an existing directory).
+    feedback = ["--feedback", args.dataset] if os.path.isdir(args.dataset) else []
+    code = run.step("train", ["train", "--data", args.data, *feedback, "--name", args.name,
                               *_registry_args(args), *args.train_args])
     if code == 0:
         run.note = f"retrained on {fresh} new corrections"
@@ -133,24 +144,29 @@ def weekly(args: argparse.Namespace, run: Run) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tagger scheduled", description=__doc__.split("\n\n")[0])
+    parser = TaggerArgumentParser(prog="tagger scheduled", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="job", required=True)
 
     n = sub.add_parser("nightly", help="tag new images, then ingest waiting feedback")
-    n.add_argument("--images", nargs="+", required=True, metavar="GLOB", help="archive globs or manifest files")
+    images = n.add_mutually_exclusive_group(required=True)  # --images: the old name, hidden
+    images.add_argument("--input", dest="images", action="extend", nargs="+", metavar="GLOB_OR_MANIFEST",
+                        help="archive globs or manifest files, as for tagger tag --input (required)")
+    add_deprecated_alias(images, "--images", "--input", dest="images", nargs="+")
     n.add_argument("--tagged", required=True, metavar="DIR", help="tagging output directory")
-    n.add_argument("--model", help="NAME@production (default) or NAME@vN")
+    n.add_argument("--model", type=model_ref, help="NAME@production (default) or NAME@vN")
     n.add_argument("--inbox", metavar="DIR", help="folder where feedback files (CSV/JSONL/Parquet) arrive")
-    n.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers for a corrections topic")
-    n.add_argument("--topic", default="tag-corrections")
-    n.add_argument("--group", default="tagger-feedback-ingest")
+    n.add_argument("--bootstrap", type=bootstrap_servers, metavar="HOST:PORT[,...]",
+                   help="Kafka bootstrap servers for a corrections topic")
+    n.add_argument("--topic", type=kafka_name, default="tag-corrections", help="Kafka topic of corrections")
+    n.add_argument("--group", type=kafka_name, default="tagger-feedback-ingest", help="Kafka consumer group")
     n.add_argument("--tag-arg", dest="tag_args", action="append", default=[],
                    help="extra argument for tagger tag (repeat), e.g. --tag-arg=--workers=2")
 
     w = sub.add_parser("weekly", help="retrain with feedback when enough new corrections arrived")
     w.add_argument("--data", required=True, help="base training dataset (as for tagger train --data)")
-    w.add_argument("--name", default="tagger")
-    w.add_argument("--min-new-feedback", type=int, default=100, metavar="N")
+    w.add_argument("--name", type=model_name, default="tagger", help="model name in the registry")
+    w.add_argument("--min-new-feedback", type=non_negative_int, default=100, metavar="N",
+                   help="retrain only when at least N accepted corrections arrived since the last retrain")
     w.add_argument("--train-arg", dest="train_args", action="append", default=[],
                    help="extra argument for tagger train (repeat), e.g. --train-arg=--epochs=8")
     for p in (n, w):
@@ -163,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     job = {"nightly": nightly, "weekly": weekly}[args.job]
+    from jobs.common_args import check_output_dir
+    from schemas.errors import EXIT_USAGE, UserError
+
+    try:
+        check_output_dir(args.state, "--state")
+    except UserError as exc:
+        print(f"tagger scheduled {args.job}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     os.makedirs(args.state, exist_ok=True)
     try:
         with exclusive_lock(os.path.join(args.state, f"{args.job}.lock"), what=f"scheduled job {args.job}"):

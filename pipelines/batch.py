@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import math
 import os
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -23,12 +24,13 @@ from pipelines.incremental import AlreadyTagged
 from pipelines.inputs import MatchInputs, ReadImages, check_inputs
 from pipelines.memory import DEFAULT_MAX_DECODED_BYTES
 from pipelines.model_handler import CUDA, CardModelHandler, choose_providers, discard_preloaded, preload_session
+from pipelines.interrupts import hard_stop
 from pipelines.paths import canonical_uri, is_local, printable
 from pipelines.precision import INT8, choose_variant, load_for_precision
-from pipelines.progress import ProgressPrinter
+from pipelines.progress import ProgressPrinter, ProgressStyle
 from pipelines.reading import DEFAULT_MAX_BYTES, DEFAULT_READ_TIMEOUT
 from pipelines.runner_names import DASK_RUNNERS, LOCAL_RUNNERS
-from pipelines.sinks import CommitRun, RunInfo, WriteRows
+from pipelines.sinks import CommitRun, RunInfo, WriteRows, abandon_staging
 from pipelines.staging import clean_orphans, lock_run
 from pipelines.transforms import TagImages
 from pipelines.uri_shards import DEFAULT_SHARDS
@@ -68,8 +70,9 @@ class TagJob:
     max_bytes: int = DEFAULT_MAX_BYTES
     read_timeout: float = DEFAULT_READ_TIMEOUT
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-    progress_interval: float = 5.0
     precision: str = "auto"  # auto | fp32 | int8 (pipelines/precision.py)
+    progress: ProgressStyle | None = None  # None: ProgressStyle.choose() (a terminal or a log, on stderr)
+    progress_interval: float | None = None  # for progress=None: seconds between lines in a log (default 30)
 
 
 @dataclass
@@ -228,17 +231,32 @@ def run_tag_job(job: TagJob) -> TagResult:
     limits = InputLimits(job.max_bytes, job.read_timeout, job.max_decoded_bytes, job.max_pixels)
     build_tagging(pipeline, matching, card, handler, info, already_tagged, progress_dir, limits)
 
+    progress = job.progress or ProgressStyle.choose(interval=job.progress_interval)
     run_lock = None
+
+    # Ctrl-C / SIGTERM while Beam runs locally: remove this run's staging and end the process at once (its
+    # worker threads cannot be unwound); nothing of the run becomes visible without its manifest. A remote
+    # runner's job is the runner's to cancel: there the interrupt unwinds as usual.
+    def on_interrupt() -> str:
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+        note = abandon_staging(info.staging)
+        if run_lock:
+            run_lock.release()  # its lock file, then _staging itself when no other run uses it
+        return note
+
     try:
         try:
             run_lock = lock_run(output, info.run_id)
         except OSError as exc:  # --output is a file, or not writable by this user
             raise UserError(f"cannot write to --output {printable(output)}: {exc.strerror or exc}") from exc
         orphans = clean_orphans(output, info.run_id)  # staging left by interrupted runs; never a live run's
-        with ProgressPrinter(progress_dir, interval=job.progress_interval) if progress_dir else nullcontext():
-            result = _start(pipeline, runner_name, local)
-            result.wait_until_finish()
+        with hard_stop("tagger tag", on_interrupt) if local else nullcontext():
+            printer = ProgressPrinter(progress_dir, style=progress) if progress_dir and progress.enabled else None
+            with printer or nullcontext():
+                result = _start(pipeline, runner_name, local)
+                result.wait_until_finish()
     finally:
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)  # Pipeline.run only removes it if it ran
         discard_preloaded()
         if already_tagged:
             already_tagged.release()

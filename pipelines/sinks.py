@@ -264,6 +264,29 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
     return manifest
 
 
+def abandon_staging(staging: str) -> str:
+    """An interrupted run's staged files go: renamed aside first (a worker still writing then writes into
+    the renamed, doomed directory), then deleted. Returns a note for the interrupt message."""
+    if not storage.is_local(staging):
+        return f"nothing committed; staged files under {staging} are removed by the next run"
+    doomed = f"{staging}.interrupted"
+    try:
+        os.rename(staging, doomed)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        doomed = staging
+    storage.remove_tree(doomed)
+    storage.remove_tree(staging)  # recreated by a worker between the rename and now
+    try:
+        os.rmdir(os.path.dirname(staging))  # _staging itself, when no other run is in flight
+    except OSError:
+        pass
+    if os.path.exists(doomed) or os.path.exists(staging):
+        return f"nothing committed; could not remove all of {doomed} (marked .interrupted)"
+    return "nothing committed, staging removed"
+
+
 class _RunTotalsFn(beam.CombineFn):
     """WrittenFile records plus ``(matched|skipped, count)`` records -> (files, matched, skipped).
 

@@ -139,10 +139,9 @@ def test_csv_jsonl_parquet_inputs_land_with_lineage_and_read_back_with_duckdb(en
     run_dir = os.path.join(env["dataset"], "_runs", manifest["run_id"])
     with open(os.path.join(run_dir, "validation.json")) as fh:
         assert json.load(fh)["success"] is True
-    pages = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(run_dir, "data_docs", "validations"))
-             for f in fs if f.endswith(".html")]
-    assert len(pages) == 1 and os.path.isfile(os.path.join(run_dir, "data_docs", "index.html"))
-    with open(pages[0]) as fh:
+    pages = [f for _, _, fs in os.walk(os.path.join(run_dir, "data_docs")) for f in fs]
+    assert pages == ["index.html"]  # one self-contained page (tests/test_pages_browser.py renders it)
+    with open(os.path.join(run_dir, "data_docs", "index.html")) as fh:
         assert REASONS["tag_not_in_class_set"] in fh.read()
 
 
@@ -234,7 +233,7 @@ def test_bad_invocations_fail_with_one_line_errors(env, capsys):
         path = write_csv(env["tmp"] / "b.csv", [correction(env["images"][0], "red", "present", "2026-01-01")])
         assert run_ingest(env, path) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(e.startswith("tagger feedback: error: ") for e in errors)
+    assert len(errors) == 3 and all(e.startswith("tagger feedback ingest: error: ") for e in errors)
     assert "no such input file" in errors[0] and "unknown input format" in errors[1] and "locked" in errors[2]
     assert rows(env, "accepted") == []
 

@@ -52,7 +52,7 @@ def test_corrections_move_the_retrained_models_predictions_toward_them(tmp_path)
     tagged, feedback, inbox = str(tmp_path / "tagged"), str(tmp_path / "feedback"), tmp_path / "inbox"
     inbox.mkdir()
     common = ["--state", state, "--dataset", feedback, "--registry", registry]
-    nightly = ["nightly", *common, "--images", os.path.join(data, "images", "*.jpg"), "--tagged", tagged,
+    nightly = ["nightly", *common, "--input", os.path.join(data, "images", "*.jpg"), "--tagged", tagged,
                "--inbox", str(inbox)]
 
     def weekly(min_new: int, work: str) -> list[str]:

@@ -47,7 +47,7 @@ def test_a_failing_step_fails_the_run_with_its_status_and_a_log(tmp_path):
 def test_two_runs_of_the_same_job_never_overlap(tmp_path, capsys):
     state = str(tmp_path / "state")
     os.makedirs(state)
-    args = ["nightly", "--state", state, "--dataset", str(tmp_path / "fb"), "--images", str(tmp_path / "*.jpg"),
+    args = ["nightly", "--state", state, "--dataset", str(tmp_path / "fb"), "--input", str(tmp_path / "*.jpg"),
             "--tagged", str(tmp_path / "tagged")]
     with exclusive_lock(os.path.join(state, "nightly.lock"), what="scheduled job nightly"):  # a run in progress
         assert main(args) == EXIT_BUSY
@@ -61,7 +61,7 @@ def test_nightly_still_ingests_the_inbox_when_tagging_fails_and_reports_the_fail
     inbox.mkdir()
     (inbox / "c.jsonl").write_text(json.dumps(correction("/img/a.jpg", "red", "present", "2026-01-01")) + "\n")
     args = ["nightly", "--state", state, "--dataset", str(tmp_path / "fb"), "--registry", str(tmp_path / "empty"),
-            "--images", str(tmp_path / "*.jpg"), "--tagged", str(tmp_path / "tagged"), "--inbox", str(inbox)]
+            "--input", str(tmp_path / "*.jpg"), "--tagged", str(tmp_path / "tagged"), "--inbox", str(inbox)]
     code = main(args)
     got = status(state, "nightly")
     assert code != 0 and got["exit_status"] == code and got["result"] == "failed"

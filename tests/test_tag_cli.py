@@ -19,7 +19,7 @@ def test_tag_command_prints_a_summary_and_passes_beam_options(tmp_path, capsys, 
     out = tmp_path / "out"
     code = cli_main(["tag", "--input", str(tmp_path / "data" / "images" / "*.jpg"), "--output", str(out),
                      "--registry", registry_root, "--model", "tagger", "--batch-size", "4",
-                     "--direct_num_workers=1"])  # a Beam option, passed through untouched
+                     "--max-failed-fraction", "0.5", "--direct_num_workers=1"])  # a Beam option, passed through
     assert code == 0
     summary = capsys.readouterr().out
     assert "matched 7  tagged 6  failed 1  skipped 0" in summary
@@ -79,3 +79,28 @@ def test_bad_limits_and_outputs_are_one_line_errors(tmp_path, capsys, tiny_model
                      str(tmp_path / "out"), "--registry", registry_root, "--model", "tagger", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and not any("Traceback" in line for line in err)
+
+
+def test_a_run_where_every_input_failed_exits_3_with_its_output_committed(tmp_path, capsys, tiny_model,
+                                                                          registry_root):
+    for n in range(3):
+        (tmp_path / f"broken{n}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not an image")
+    out = tmp_path / "out"
+    argv = ["tag", "--input", str(tmp_path / "*.jpg"), "--output", str(out), "--registry", registry_root]
+    assert cli_main(argv) == 3
+    err = capsys.readouterr().err
+    assert "3 of 3 inputs failed" in err and "--max-failed-fraction" in err
+    assert len(glob.glob(str(out / "_manifests" / "*.json"))) == 1  # committed: the dead letters are queryable
+    assert cli_main([*argv, "--max-failed-fraction", "1"]) == 0
+
+
+def test_failure_share_counts_inputs_an_incremental_run_skipped_as_done(capsys):
+    from types import SimpleNamespace
+
+    from jobs.tag_cmd import _failure_status
+
+    nightly = SimpleNamespace(matched=1000, tagged=20, skipped=976, failed=4)  # the archive's 4 broken files again
+    assert _failure_status(nightly, 0.1) == 0
+    broken = SimpleNamespace(matched=30, tagged=20, skipped=0, failed=10)
+    assert _failure_status(broken, 0.1) == 3 and "10 of 30 inputs failed" in capsys.readouterr().err
+    assert _failure_status(broken, 1.0) == 0

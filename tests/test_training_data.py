@@ -90,6 +90,7 @@ def test_parquet_manifest_and_empty_label_sets_are_accepted(tmp_path):
 
 def test_feedback_without_the_feedback_module_is_a_clear_error(tmp_path, monkeypatch, capsys):
     write_dataset(str(tmp_path / "d"), 8)
+    (tmp_path / "fb").mkdir()  # --feedback must name an existing directory
     monkeypatch.setitem(__import__("sys").modules, "feedback_ingest.labels", None)  # as on an install without it
     code = main(["train", "--data", str(tmp_path / "d"), "--registry", str(tmp_path / "r"),
                  "--feedback", str(tmp_path / "fb"), "--work-dir", str(tmp_path / "w")])

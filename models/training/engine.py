@@ -120,8 +120,14 @@ def fit(
     checkpoint_path: str,
     job_args: dict,
     resume_from: str | None = None,
+    progress=None,
 ) -> FitResult:
+    """Train; ``progress`` is a pipelines.progress.ProgressStyle (default: chosen for stderr)."""
     import torch
+
+    from pipelines.progress import ProgressStyle
+
+    progress = progress or ProgressStyle.choose(sys.stderr)
 
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -169,8 +175,8 @@ def fit(
         frozen = epoch <= config.warmup_epochs
         for p in backbone:
             p.requires_grad_(not frozen)
-        row = _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device, epoch,
-                           frozen)
+        row = _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device,
+                           epoch, progress, frozen)
         row["phase"] = "head" if frozen else "finetune"
         val_probs = predict_torch(model, data.val_inputs, device)
         val_map, _ = mean_average_precision(data.val_targets, val_probs)
@@ -192,6 +198,11 @@ def fit(
             print(f"early stop: no val mAP gain for {config.patience} epochs", flush=True)
             stopped = True
             break
+    if not any(h.get("images", 1) for h in state["history"]):
+        from schemas.errors import UserError
+
+        raise UserError(f"no training step ran ({len(images)} training images, batch size {config.batch_size}, "
+                        f"{config.epochs} epochs); nothing is published")
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model = model.cpu().eval()
@@ -199,9 +210,8 @@ def fit(
 
 
 def _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment, generator, config, device, epoch,
-                 frozen: bool = False):
+                 progress, frozen: bool = False):
     import torch
-    from tqdm import tqdm
 
     model.train()
     if frozen:  # a frozen backbone keeps its BatchNorm statistics too (train mode would keep moving them)
@@ -210,8 +220,7 @@ def _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment,
                 module.eval()
     order = torch.randperm(len(images), generator=generator)
     seen, total_loss, start = 0, 0.0, time.perf_counter()
-    with tqdm(total=len(images), desc=f"epoch {epoch}/{config.epochs}", unit="img", file=sys.stderr,
-              leave=False, mininterval=1.0, disable=os.environ.get("TAGGER_NO_PROGRESS") == "1") as bar:
+    with _EpochProgress(progress, len(images), f"epoch {epoch}/{config.epochs}") as bar:
         for i in range(0, len(images), config.batch_size):
             idx = order[i : i + config.batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a single image
@@ -224,17 +233,49 @@ def _train_epoch(model, images, targets, optimizer, scheduler, loss_fn, augment,
             scheduler.step()
             seen += len(idx)
             total_loss += loss.item() * len(idx)
-            rate = seen / max(time.perf_counter() - start, 1e-9)
-            bar.update(len(idx))
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{rate:.1f}")
+            bar.update(len(idx), total_loss / seen, seen / max(time.perf_counter() - start, 1e-9))
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch,
         "loss": total_loss / max(seen, 1),
+        "images": seen,
         "images_per_s": seen / max(seconds, 1e-9),
         "seconds": seconds,
         "lr": optimizer.param_groups[0]["lr"],
     }
+
+
+class _EpochProgress:
+    """A tqdm bar on a terminal; in a log one plain line per interval; nothing when progress is off."""
+
+    def __init__(self, style, total: int, desc: str) -> None:
+        self.style, self.total, self.desc, self.seen = style, total, desc, 0
+        self.bar = None
+        if style.mode == "live":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="img", file=style.stream, leave=False,
+                            mininterval=style.interval)
+        else:
+            from pipelines.progress import IntervalProgress
+
+            self.lines = IntervalProgress(style)
+
+    def __enter__(self) -> "_EpochProgress":
+        return self
+
+    def update(self, n: int, loss: float, rate: float) -> None:
+        self.seen += n
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
+        else:
+            self.lines.update(lambda: f"{self.desc}: {self.seen}/{self.total} images, loss {loss:.4f}, "
+                                      f"{rate:.1f} img/s")
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, generator, state, job_args, config) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models import storage
 from models.registry import Registry
 from models.training import architectures, calibrate, data, export, gate, inference, presets, probe, quantize, split
 from models.training.engine import TrainConfig, TrainData, choose_threads, fit, predict_torch, seed_everything
@@ -218,7 +219,7 @@ def train_probe(args: JobArgs, spec: Preprocessing, d: Prepared) -> Trained:
                    cross_validation=cv_record)
 
 
-def train_finetune(args: JobArgs, spec: Preprocessing, d: Prepared, work_dir: str) -> Trained:
+def train_finetune(args: JobArgs, spec: Preprocessing, d: Prepared, work_dir: str, progress=None) -> Trained:
     """The fine-tune loop on the train split, early stopping and calibration on the validation split."""
     seed_everything(args.seed)  # the new head's initialisation draws from torch's RNG
     built = architectures.build(args.arch, len(d.classes), pretrained=args.pretrained)
@@ -232,7 +233,7 @@ def train_finetune(args: JobArgs, spec: Preprocessing, d: Prepared, work_dir: st
                          lr=args.lr, patience=args.patience, finetune_fraction=args.finetune_fraction,
                          loss=args.loss, seed=args.seed, device=args.device)
     result = fit(built, train, config, presets.TrainAugment(spec), os.path.join(work_dir, "checkpoint.pt"),
-                 job_args=dataclasses.asdict(args), resume_from=args.resume)
+                 job_args=dataclasses.asdict(args), resume_from=args.resume, progress=progress)
     val_probs = predict_torch(result.model, train.val_inputs, "cpu")
     calib = calibrate.calibrate(train.val_targets, val_probs, args.min_support)
     return Trained(result.model, calib, train.val_targets, val_probs, "validation", train.train_targets, built,
@@ -263,7 +264,8 @@ def feedback_lineage(args: JobArgs) -> dict | None:
             "accepted_rows": sum(int((m.get("counts") or {}).get("accepted", 0) or 0) for m in manifests)}
 
 
-def run(args: JobArgs) -> JobResult:
+def run(args: JobArgs, progress=None) -> JobResult:
+    """``progress``: a pipelines.progress.ProgressStyle for the epoch progress (default: chosen for stderr)."""
     import torch
 
     if args.recipe not in ("probe", "finetune"):
@@ -286,7 +288,8 @@ def run(args: JobArgs) -> JobResult:
     os.makedirs(work_dir, exist_ok=True)
 
     fit_started = time.perf_counter()
-    trained = train_probe(args, spec, d) if args.recipe == "probe" else train_finetune(args, spec, d, work_dir)
+    trained = (train_probe(args, spec, d) if args.recipe == "probe"
+               else train_finetune(args, spec, d, work_dir, progress))
     fit_seconds = time.perf_counter() - fit_started
     calib = trained.calibration
 
@@ -369,7 +372,8 @@ def run(args: JobArgs) -> JobResult:
     print(f"published {final.ref} ({'promoted to production' if promoted else 'not promoted'}); test mAP "
           f"{_fmt(test_metrics['mAP'])}" + (f", CV mAP {cv['mAP_mean']:.4f} +- {cv['mAP_std']:.4f}" if cv else "")
           + f", macro-F1 {_fmt(test_metrics['macro_f1'])} calibrated vs "
-          f"{_fmt(test_metrics['at_0.5']['macro_f1'])} at 0.5; {time.perf_counter() - started:.0f}s", flush=True)
+          f"{_fmt(test_metrics['at_0.5']['macro_f1'])} at 0.5; {time.perf_counter() - started:.0f}s; report: "
+          f"{storage.join(registry.root, final.name, final.version, 'report.html')}", flush=True)
     return JobResult(final, promoted, work_dir, d.test_paths)
 
 
