@@ -32,7 +32,8 @@ def test_every_hostile_input_is_accounted_for_once_and_memory_stays_in_budget(tm
     corpus = build_hostile_corpus(str(tmp_path / "corpus"))
     registry, output = str(tmp_path / "registry"), str(tmp_path / "out")
     publish_tiny_model(registry, CLASSES)
-    args = ["--output", output, "--registry", registry, "--model", "tagger"]
+    # A corpus of mostly hostile files: the failure share is the point, not an alert (exit 3 otherwise).
+    args = ["--output", output, "--registry", registry, "--model", "tagger", "--max-failed-fraction", "1"]
     for pattern in corpus.patterns:
         args += ["--input", pattern]
     try:
