@@ -68,7 +68,9 @@ def check_runner(runner: str | None) -> None:
         return
     from apache_beam.options.pipeline_options import StandardOptions
 
-    known = list(StandardOptions.KNOWN_RUNNER_NAMES)
+    from pipelines import runner_names
+
+    known = [*StandardOptions.KNOWN_RUNNER_NAMES, *getattr(runner_names, "DASK_RUNNERS", ())[:1]]
     lowered = {name.lower() for name in known}
     if runner.lower() in lowered or runner.lower() + "runner" in lowered:
         return

@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 
-from jobs.common_args import add_registry_arg, registry_root
+from jobs.common_args import add_registry_arg, int_at_least, non_negative_int, positive_int, registry_root
 from schemas.errors import UserError
 
 STRATEGY_HELP = ("uncertainty: probabilities nearest their class thresholds, with a per-class quota; "
@@ -26,18 +26,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description=STRATEGY_HELP)
     q.add_argument("--tags", required=True, metavar="DIR", help="tagging output directory (tagger tag --output)")
     q.add_argument("--model", required=True, metavar="NAME@vN", help="model version whose predictions to review")
-    q.add_argument("--strategy", required=True, choices=("uncertainty", "disagreement", "label-issues", "random"))
-    q.add_argument("--limit", type=int, required=True, metavar="N", help="items in the queue")
+    q.add_argument("--strategy", required=True, choices=("uncertainty", "disagreement", "label-issues", "random"),
+                   help="how items are chosen for review")
+    q.add_argument("--limit", type=positive_int, required=True, metavar="N", help="items in the queue")
     q.add_argument("--out", required=True, metavar="QUEUE", help="queue file to write (JSON)")
     q.add_argument("--measure", choices=("margin", "entropy"), default="margin",
                    help="uncertainty: rank images by their nearest class (margin) or summed entropy (default: margin)")
-    q.add_argument("--per-class", type=int, default=1, metavar="K",
+    q.add_argument("--per-class", type=non_negative_int, default=1, metavar="K",
                    help="uncertainty: each class, rarest first, first gets its K most uncertain images (default: 1)")
     q.add_argument("--compare", metavar="NAME@vN", help="disagreement: the other model version")
     q.add_argument("--data", help="label-issues: training labels (as for tagger train --data)")
     q.add_argument("--images", help="label-issues: image root for COCO/VOC annotations")
-    q.add_argument("--folds", type=int, default=5, help="label-issues: cross-validation folds (default: 5)")
-    q.add_argument("--seed", type=int, default=0, help="random / label-issues seed (default: 0)")
+    q.add_argument("--folds", type=int_at_least(2), default=5, help="label-issues: cross-validation folds (default: 5)")
+    q.add_argument("--seed", type=non_negative_int, default=0, help="random / label-issues seed (default: 0)")
     q.add_argument("--feedback", nargs="*", default=[], metavar="DIR",
                    help="feedback datasets whose corrected images are skipped as already reviewed")
     q.add_argument("--inbox", nargs="*", default=[], metavar="DIR",
@@ -48,21 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="serve the review page for a queue (localhost by default)",
                        description="Each submit writes correction records (feedback format) atomically to the "
                        "inbox, or to a Kafka topic, for tagger feedback ingest.")
-    s.add_argument("--queue", required=True, metavar="QUEUE")
+    s.add_argument("--queue", required=True, metavar="QUEUE", help="queue file written by tagger review queue")
     sink = s.add_mutually_exclusive_group(required=True)
     sink.add_argument("--inbox", metavar="DIR", help="write one JSONL file per submit here")
     sink.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (with --topic)")
     s.add_argument("--topic", default="tag-corrections", help="Kafka corrections topic (default: tag-corrections)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    s.add_argument("--port", type=non_negative_int, default=8765, help="port (default: 8765; 0 picks a free one)")
     s.add_argument("--token", help="access token; required (generated when omitted) beyond localhost; "
                    "default from $TAGGER_REVIEW_TOKEN")
     s.add_argument("--annotator", default=None, help="default reviewer name (default: your user name)")
-    s.add_argument("--threads", type=int, default=4, help="waitress worker threads (default: 4)")
+    s.add_argument("--threads", type=positive_int, default=4, help="waitress worker threads (default: 4)")
     s.set_defaults(func=_serve)
 
     e = sub.add_parser("export-labelstudio", help="a queue as Label Studio tasks with pre-annotations (JSON)")
-    e.add_argument("--queue", required=True, metavar="QUEUE")
+    e.add_argument("--queue", required=True, metavar="QUEUE", help="queue file written by tagger review queue")
     e.add_argument("--out", required=True, metavar="FILE", help="tasks JSON to import into Label Studio")
     e.add_argument("--image-mode", choices=("uri", "url", "local-files"), default="uri",
                    help="uri: the image URI as is; url: --url-prefix + path under --root; local-files: Label "

@@ -107,7 +107,7 @@ def test_bad_requests_are_one_line_errors(history, tmp_path, capsys):  # noqa: F
         (["--model", "tagger@v9", "--strategy", "random", "--limit", "2"], "tagger@v9 does not exist"),
         (["--model", "tagger@v1", "--strategy", "disagreement", "--limit", "2"], "needs --compare"),
         (["--model", "tagger@v1", "--strategy", "label-issues", "--limit", "2"], "needs --data"),
-        (["--model", "tagger@v1", "--strategy", "random", "--limit", "0"], "--limit must be at least 1"),
+        (["--model", "tagger@v1", "--strategy", "random", "--limit", "0"], "--limit: must be at least 1"),
         (["--model", "tagger@v1", "--strategy", "uncertainty", "--limit", "2", "--per-class", "-1"], "--per-class"),
         (["--model", "tagger@v1", "--strategy", "label-issues", "--limit", "2", "--folds", "1"], "--folds"),
     ]

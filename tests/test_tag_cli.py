@@ -63,13 +63,14 @@ def test_progress_line_takes_its_total_from_the_matching_step(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--read-timeout", "nan"], "--read-timeout must be a positive number"),
-    (["--read-timeout", "inf"], "--read-timeout must be a positive number"),
-    (["--max-pixels", "0"], "--max-pixels must be a positive number"),
-    (["--workers", "-1"], "--workers must be 0 (the default) or more"),
-    (["--onnx-threads", "-3"], "--onnx-threads must be 0 (the default) or more"),
+    # the option types of jobs/common_args.py check these as they are parsed (tests/test_cli_errors.py: all options)
+    (["--read-timeout", "nan"], "argument --read-timeout: 'nan' is not a finite number"),
+    (["--read-timeout", "inf"], "argument --read-timeout: 'inf' is not a finite number"),
+    (["--max-pixels", "0"], "argument --max-pixels: must be at least 1"),
+    (["--workers", "-1"], "argument --workers: must be at least 0"),
+    (["--onnx-threads", "-3"], "argument --onnx-threads: must be at least 0"),
     (["--output", ""], "--output must name a directory"),
-    (["--output", "{file}"], "cannot write to --output"),
+    (["--output", "{file}"], "is a file, not a directory"),
 ])
 def test_bad_limits_and_outputs_are_one_line_errors(tmp_path, capsys, tiny_model, registry_root, extra, message):
     write_dataset(str(tmp_path / "data"), 2)
