@@ -75,7 +75,7 @@ def check_runner(runner: str | None) -> None:
     if runner.lower() in lowered or runner.lower() + "runner" in lowered:
         return
     close = did_you_mean(runner, known)
-    raise BeamOptionError(f"--runner {runner} is not a Beam runner{close} (known: {', '.join(known)}, or a "
+    raise BeamOptionError(f"--runner={runner} is not a Beam runner{close} (known: {', '.join(known)}, or a "
                           "module.path.RunnerClass)")
 
 

@@ -70,6 +70,14 @@ def _stream(args: argparse.Namespace) -> int:
     if missing:  # before importing Beam (seconds) or touching Kafka
         raise UserError(f"missing required options: {' '.join(missing)}")
     check_output_dir(args.output, "--output")
+    from jobs.beam_options import runner_name
+    from pipelines.runner_names import LOCAL_RUNNERS
+
+    runner = runner_name(args.extra_args)
+    if runner and runner not in LOCAL_RUNNERS:  # before the network: no broker makes this runner work
+        from pipelines.streaming.pipeline import STREAM_RUNNERS_ERROR
+
+        raise UserError(STREAM_RUNNERS_ERROR.format(runner=runner))
     config = kafka_config(args)
     from models.registry import Registry
 
