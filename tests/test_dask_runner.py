@@ -110,7 +110,7 @@ class _WhereAmI(beam.DoFn):
             yield WindowedValue((os.getpid(), self.n), 0, [GlobalWindow()])
 
 
-def test_group_by_key_and_reshuffle_spread_work_over_partitions_and_workers(dask_address, tmp_path):
+def test_group_by_key_and_reshuffle_spread_work_over_partitions(dask_address, tmp_path):
     groups_dir, spread_dir = _dirs(tmp_path, "groups", "spread")
 
     def build(p):
@@ -123,7 +123,9 @@ def test_group_by_key_and_reshuffle_spread_work_over_partitions_and_workers(dask
     assert _seen(groups_dir) == [[f"k{k}", list(range(k, 70, 7))] for k in range(7)]
     bundles = _seen(spread_dir)
     assert sum(n for _, n in bundles) == 70
-    assert len(bundles) >= 4 and len({pid for pid, _ in bundles}) == 2  # Beam's runner: one bundle did all
+    # Beam's runner: one bundle did all. Which worker runs each partition is the Dask scheduler's choice (on a
+    # loaded machine it may keep them all on one), so only the partitioning is asserted.
+    assert len(bundles) >= 4
 
 
 class _Count(beam.DoFn):
