@@ -98,8 +98,10 @@ def train_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-runs")
     write_dataset(str(root / "data"), 60, seed=2, size=(64, 64))
     registry = root / "registry"
-    argv = ["train", "--data", str(root / "data"), "--registry", str(registry), "--image-size", "64",
-            "--warmup-epochs", "1", "--finetune-fraction", "1.0", "--threads", "1"]
+    # The fine-tune recipe: its epochs give the interrupt time to land (the default probe is done in seconds).
+    argv = ["train", "--recipe", "finetune", "--arch", "mobilenet_v2", "--data", str(root / "data"),
+            "--registry", str(registry), "--image-size", "64", "--warmup-epochs", "1", "--finetune-fraction", "1.0",
+            "--threads", "1"]
     work = root / "interrupted"
     code, err = _interrupt([*argv, "--work-dir", str(work), "--epochs", "50", "--no-progress"],
                            lambda: os.path.exists(work / "checkpoint.pt"))  # written after each epoch

@@ -111,7 +111,8 @@ def test_local_run_is_the_reference(local_run):
 def test_dask_run_matches_the_local_run_and_incremental_skips_on_dask(archive, local_run, dask_address, capsys):
     out = os.path.join(archive.root, "dask")
     args = ["tag", *[a for i in archive.inputs for a in ("--input", i)], "--output", out,
-            "--registry", archive.registry, "--runner=DaskRunner", f"--dask_client_address={dask_address}"]
+            "--registry", archive.registry, "--runner=DaskRunner", f"--dask_client_address={dask_address}",
+            "--max-failed-fraction", "1"]  # the archive is half bad files on purpose
     assert main(args) == 0  # the CLI, short runner name
     summary = capsys.readouterr().out
     assert "on DaskRunner" in summary and "top tags:" in summary  # counters came back from the workers
