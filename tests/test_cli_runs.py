@@ -103,7 +103,7 @@ def train_runs(tmp_path_factory):
             "--registry", str(registry), "--image-size", "64", "--warmup-epochs", "1", "--finetune-fraction", "1.0",
             "--threads", "1"]
     work = root / "interrupted"
-    code, err = _interrupt([*argv, "--work-dir", str(work), "--epochs", "50", "--no-progress"],
+    code, err = _interrupt([*argv, "--work-dir", str(work), "--epochs", "50", "--patience", "50", "--no-progress"],
                            lambda: os.path.exists(work / "checkpoint.pt"))  # written after each epoch
     left = sorted(os.listdir(registry / "tagger")) if (registry / "tagger").exists() else []
     next_code, log, seconds = _redirected([*argv, "--work-dir", str(root / "next"), "--epochs", "2", "--batch-size", "4",
