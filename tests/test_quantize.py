@@ -17,6 +17,7 @@ import pytest
 from jobs.cli import main
 from models.registry import Registry, RegistryError
 from models.training import quantize
+from models.training.inference import predict
 from models.training.job import JobArgs, run
 from models.training.metrics import evaluate
 from pipelines.decode import decode_image
@@ -26,8 +27,9 @@ from tests.synthetic import write_dataset
 
 pytestmark = pytest.mark.slow
 
-# The MobileNetV2 fine-tune this test was written for; INT8 of the default probe on EfficientNet-Lite2 is
-# withheld by the variant check on this fixture (mAP drop 0.39, issue 10 hand-over: not investigated yet).
+# The MobileNetV2 fine-tune this test was written for. INT8 of the default EfficientNet-Lite2 probe is published
+# on coco128 (mAP drop 0.0004) but not on this fixture, whose flat images leave the probe's head ill-conditioned
+# (docs/quantization.md); the rare-class test below covers the cause that withheld it on real data.
 GOOD = dict(recipe="finetune", arch="mobilenet_v2", image_size=64, epochs=6, warmup_epochs=2, finetune_fraction=1.0)
 
 
@@ -178,3 +180,35 @@ def test_models_quantize_adds_the_variant_to_a_version_published_before_it(train
     write_dataset(str(other), 60, seed=9)
     code = main(["models", "quantize", old.ref, "--registry", registry.root, "--data", str(other)])
     assert code != 0 and "does not reproduce" in capsys.readouterr().err
+
+
+def test_int8_keeps_the_ranking_of_rare_class_probabilities(tmp_path):
+    """The default model's classes are mostly rare (coco128: most probabilities < 0.01). INT8 must keep their
+    order, which AP is computed from: the head stays FP32, so they are not rounded to steps of 1/255 and tied
+    (coco128, EfficientNet-Lite2 probe: test mAP drop 0.109 with the head quantized, 0.0005 without)."""
+    import onnx
+    import torch
+    from scipy.stats import spearmanr
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU6(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                          nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5), nn.Sigmoid()).eval()
+    with torch.no_grad():
+        model[6].bias.fill_(-6.0)  # rare classes: probabilities around 0.0025
+    fp32_path, int8_path = str(tmp_path / "model.onnx"), str(tmp_path / "model.int8.onnx")
+    torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), fp32_path, input_names=["images"], output_names=["p"],
+                      dynamic_axes={"images": {0: "batch"}, "p": {0: "batch"}}, opset_version=17, dynamo=False)
+    rng = np.random.default_rng(0)
+    calibration = rng.uniform(-1, 1, (32, 3, 32, 32)).astype(np.float32)
+    images = rng.uniform(-1, 1, (64, 3, 32, 32)).astype(np.float32)
+    quantize.quantize(fp32_path, int8_path, calibration)
+
+    ops = {n.op_type for n in onnx.load(int8_path).graph.node}
+    assert "QuantizeLinear" in ops  # the backbone really is INT8
+    fp32 = predict(fp32_path, images)
+    int8 = predict(int8_path, images)
+    assert fp32.max() < 0.01
+    for c in range(fp32.shape[1]):
+        assert len(np.unique(int8[:, c])) > 0.9 * len(images)  # no ties from rounded probabilities
+        assert spearmanr(fp32[:, c], int8[:, c]).statistic > 0.9

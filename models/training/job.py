@@ -300,7 +300,8 @@ def run(args: JobArgs, progress=None) -> JobResult:
     test_metrics = evaluate(d.test_targets, test_probs, d.classes, calib.thresholds)
     calib_metrics = evaluate(trained.calibration_targets, trained.calibration_probs, d.classes, calib.thresholds)
     variants, variant_attachments = quantize.for_training_job(onnx_path, d, spec, calib.thresholds, test_metrics,
-                                                        args.min_support, args.seed, work_dir)
+                                                        args.min_support, args.seed, work_dir,
+                                                        quantize.recalibrate_on_validation(args.recipe))
 
     production = gate.evaluate_production(registry, args.name, d.test_paths, d.test_targets, d.classes)
     prior = gate.prior_probabilities(trained.train_targets, len(d.test_targets))
