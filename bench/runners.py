@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from batch_throughput import _tree_rss, link_copies, publish_mobilenet, write_jpegs  # noqa: E402
+from batch_throughput import link_copies, publish_mobilenet, run_sampled, write_jpegs  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 COCO = os.path.join(ROOT, "..", "shared", "data", "coco128")
@@ -78,30 +78,13 @@ def tag(pattern: str, registry: str, ref: str, output: str, extra: list[str], se
            "--model", ref, *extra]
     before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     before_services = services_cpu(services)
-    peak = 0
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.wait(0.2):
-            peak = max(peak, _tree_rss(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    wall = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"tagger tag {' '.join(extra)} failed:\n{err[-3000:]}")
+    wall, out, peak_mb = run_sampled(cmd, f"tagger tag {' '.join(extra)}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     launcher_cpu = (after.ru_utime - before_children.ru_utime) + (after.ru_stime - before_children.ru_stime)
     tagged = int(re.search(r"tagged (\d+)", out).group(1))
     cpu = launcher_cpu + services_cpu(services) - before_services
     return {"wall": wall, "tagged": tagged, "rate": tagged / wall, "cpu": cpu, "launcher_cpu": launcher_cpu,
-            "peak_mb": peak / 1e6}
+            "peak_mb": peak_mb}
 
 
 class DaskCluster:
