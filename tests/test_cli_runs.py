@@ -40,10 +40,16 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A shell started in the background (CI, `make test &`) ignores SIGINT, and children inherit that: Python
+    then installs no KeyboardInterrupt handler, as `nohup` users expect. The test is about a terminal's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(argv: list[str], started, env=None, timeout: float = 180) -> tuple[int, list[str]]:
     """Run ``tagger ARGV``, send SIGINT once ``started()`` is true; returns (exit status, stderr lines)."""
     proc = subprocess.Popen([TAGGER, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, env=env)
+                            stdin=subprocess.DEVNULL, env=env, preexec_fn=_sigint_as_at_a_terminal)
     try:
         _wait_for(started, timeout, proc)
         proc.send_signal(signal.SIGINT)
