@@ -4,6 +4,8 @@ Plain NamedTuples: cheap, picklable, and clear about what each stage adds.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -52,10 +54,60 @@ class Scored(NamedTuple):
     model_variant: str = "fp32"
 
 
+class ClassProbabilities(Mapping[str, float]):
+    """One image's probabilities, read as ``{class: probability}`` but stored as the model's output vector.
+
+    A real dict costs a thousand Python objects per image for an ImageNet-sized model, all built under the GIL
+    that the decode and inference threads need, only for the Parquet writer to turn them back into a vector;
+    the writer reads :attr:`vector` instead, and anything else reads a mapping as before."""
+
+    __slots__ = ("classes", "vector", "_index", "_values")
+
+    def __init__(self, classes: tuple[str, ...], vector: np.ndarray) -> None:
+        if vector.shape != (len(classes),):
+            raise ValueError(f"{vector.shape} probabilities for {len(classes)} classes")
+        self.classes, self.vector = classes, vector
+        self._index: dict[str, int] | None = None  # both made on the first read by class name
+        self._values: list[float] | None = None
+
+    def __getitem__(self, key: str) -> float:
+        if self._index is None or self._values is None:
+            self._index, self._values = _class_index(self.classes), self.vector.tolist()
+        return self._values[self._index[key]]
+
+    def to_dict(self) -> dict[str, float]:
+        """A plain dict (what ``dict(self)`` gives, built in one step)."""
+        return dict(zip(self.classes, self.vector.tolist()))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __reduce__(self):
+        return ClassProbabilities, (self.classes, self.vector)
+
+    def __repr__(self) -> str:
+        return f"ClassProbabilities({dict(zip(self.classes, self.vector.tolist()))!r})"
+
+
+def as_dict(probabilities: Mapping[str, float]) -> dict[str, float]:
+    """Any probabilities mapping as a plain dict, without a lookup per class for :class:`ClassProbabilities`."""
+    if isinstance(probabilities, ClassProbabilities):
+        return probabilities.to_dict()
+    return dict(probabilities)
+
+
+@functools.lru_cache(maxsize=16)
+def _class_index(classes: tuple[str, ...]) -> dict[str, int]:
+    return {c: i for i, c in enumerate(classes)}
+
+
 class Tagged(NamedTuple):
     info: ImageInfo
     tags: tuple[str, ...]
-    probabilities: dict[str, float]
+    probabilities: Mapping[str, float]  # ClassProbabilities from the pipelines; any mapping is accepted
     model_name: str
     model_version: str
     model_variant: str = "fp32"  # which of the version's model files ran: fp32 | int8

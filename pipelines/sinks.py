@@ -23,7 +23,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from models import storage
 from pipelines.paths import one_line, printable
 from pipelines.progress import ProgressFile
-from pipelines.records import Failure, Tagged
+from pipelines.records import ClassProbabilities, Failure, Tagged
 from schemas.tagging import (
     DEAD_LETTER_SCHEMA,
     TAGS_SCHEMA,
@@ -45,6 +45,7 @@ class WrittenFile(NamedTuple):
     staging_path: str
     rows: int
     failures_by_stage: dict[str, int]
+    tag_counts: dict[str, int] | None = None  # images per tag in this file (tags files)
 
 
 def tagged_row(t: Tagged, run_id: str, now: dt.datetime) -> dict[str, Any]:
@@ -111,11 +112,14 @@ class _WriteParquetFn(beam.DoFn):
         self.buffered_values = 0
         self.rows = 0
         self.by_stage: dict[str, int] = {}
+        self.tag_counts: dict[str, int] = {}
         self.path = storage.join(self.staging, f"{self.kind}-{uuid.uuid4().hex}.parquet")
 
     def process(self, element) -> Iterable:
         if self.kind == "tags":
             self._buffer_probabilities(element.probabilities)
+            for tag in element.tags:
+                self.tag_counts[tag] = self.tag_counts.get(tag, 0) + 1
         self.buffer.append(self.to_row(element, self.run_id, dt.datetime.now(dt.timezone.utc)))
         if isinstance(element, Failure):
             self.by_stage[element.stage] = self.by_stage.get(element.stage, 0) + 1
@@ -126,12 +130,16 @@ class _WriteParquetFn(beam.DoFn):
             self.progress.add()
         return ()
 
-    def _buffer_probabilities(self, probabilities: dict[str, float]) -> None:
-        keys = tuple(probabilities)
-        if keys != self.probability_keys:
+    def _buffer_probabilities(self, probabilities) -> None:
+        if isinstance(probabilities, ClassProbabilities):  # the pipelines' own: the model's vector as it came
+            keys, vector = probabilities.classes, probabilities.vector
+        else:
+            keys = tuple(probabilities)
+            vector = np.fromiter(probabilities.values(), np.float32, count=len(keys))
+        if keys is not self.probability_keys and keys != self.probability_keys:
             self._flush()  # a row group holds one class list (rows of two models in one bundle stay correct)
             self.probability_keys = keys
-        self.probabilities.append(np.fromiter(probabilities.values(), np.float32, count=len(keys)))
+        self.probabilities.append(vector)
 
     def _flush(self) -> None:
         if not self.buffer:
@@ -168,7 +176,8 @@ class _WriteParquetFn(beam.DoFn):
         if self.sink is not None:
             self.sink.close()
         yield WindowedValue(
-            WrittenFile(self.kind, self.path, self.rows, dict(self.by_stage)), GlobalWindow().max_timestamp(),
+            WrittenFile(self.kind, self.path, self.rows, dict(self.by_stage), dict(self.tag_counts)),
+            GlobalWindow().max_timestamp(),
             [GlobalWindow()]
         )
 
@@ -219,6 +228,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
     """Move staged files into their partitions, then write the manifest (which makes the run visible)."""
     tag_files, error_files, moves = [], [], []
     by_stage: dict[str, int] = {}
+    tag_counts: dict[str, int] = {}
     tagged = failed = 0
     for n, f in enumerate(sorted(files, key=lambda f: f.staging_path)):
         if f.kind == "tags":
@@ -226,6 +236,8 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
             tag_files.append(rel)
             moves.append((f.staging_path, rel))
             tagged += f.rows
+            for tag, count in (f.tag_counts or {}).items():
+                tag_counts[tag] = tag_counts.get(tag, 0) + count
         else:
             rel = f"{errors_partition(info.run_date)}/part-{info.run_id}-{n:05d}.parquet"
             error_files.append(rel)
@@ -251,6 +263,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
         error_files=error_files,
         failures_by_stage=by_stage,
         model_variant=info.model_variant,
+        tag_counts=dict(sorted(tag_counts.items())),
     )
     for src, rel in moves:
         _move(src, storage.join(info.output, rel))

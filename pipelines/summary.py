@@ -26,10 +26,7 @@ def format_summary(result, output: str, top: int = 10) -> str:
                      + ", ".join(result.orphans_removed))
     if m.failures_by_stage:
         lines.append("  failures by stage: " + ", ".join(f"{k} {v}" for k, v in sorted(m.failures_by_stage.items())))
-    tags = sorted(
-        ((k.split(":", 1)[1], v) for k, v in result.metrics.items() if k.startswith("tagger.tags:")),
-        key=lambda kv: (-kv[1], kv[0]),
-    )
+    tags = sorted(m.tag_counts.items(), key=lambda kv: (-kv[1], kv[0]))
     if tags:
         lines.append("  top tags: " + ", ".join(f"{k} {v}" for k, v in tags[:top]))
     lines += [

@@ -23,6 +23,7 @@ from pipelines.preprocess import draft_size_for, preprocess
 from pipelines.reading import ReadError
 from pipelines.records import (
     FAILED,
+    ClassProbabilities,
     MAIN,
     DecodedImageRecord,
     Failure,
@@ -73,15 +74,16 @@ def decode_input(item: ImageInput, spec: Preprocessing, max_pixels: int, min_sid
 
 
 def apply_thresholds(
-    probabilities: Sequence[float] | np.ndarray, classes: Sequence[str], thresholds: Sequence[float]
-) -> tuple[tuple[str, ...], dict[str, float]]:
+    probabilities: Sequence[float] | np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | np.ndarray
+) -> tuple[tuple[str, ...], ClassProbabilities]:
     """Probabilities in class order -> (tags at or above their class threshold, {class: probability})."""
     probs = np.asarray(probabilities, dtype=np.float32)
+    classes = tuple(classes)
     if probs.shape != (len(classes),):
         raise ValueError(f"model returned {probs.shape} scores for {len(classes)} classes")
     hits = np.flatnonzero(probs >= np.asarray(thresholds, dtype=np.float32))
     tags = tuple(classes[i] for i in hits.tolist())
-    return tags, dict(zip(classes, probs.tolist()))  # tolist: Python floats without a per-item numpy hop
+    return tags, ClassProbabilities(classes, probs)
 
 
 # ------------------------------------------------------------------------------------------------- DoFns
@@ -123,13 +125,15 @@ class _PreprocessFn(beam.DoFn):
 class _ThresholdFn(beam.DoFn):
     def __init__(self, card: ModelCard) -> None:
         self.classes = tuple(card.classes)
-        self.thresholds = card.threshold_vector
+        self.thresholds = np.asarray(card.threshold_vector, dtype=np.float32)
         # A variant recalibrated for its own probabilities carries its own thresholds (see card.for_variant).
-        self.by_variant = {v: card.for_variant(v).threshold_vector for v in card.published_variants()}
+        self.by_variant = {v: np.asarray(card.for_variant(v).threshold_vector, dtype=np.float32)
+                           for v in card.published_variants()}
 
     def setup(self) -> None:
+        # Images per tag are counted by the writers into the run manifest, not as one Beam counter per class:
+        # a thousand counters per bundle cost the runner more than the tagging they describe.
         self.tagged = Metrics.counter(NAMESPACE, "images_tagged")
-        self.tag_counters = {c: Metrics.counter(f"{NAMESPACE}.tags", c) for c in self.classes}
 
     def process(self, scored: Scored) -> Iterable:
         thresholds = self.by_variant.get(scored.model_variant, self.thresholds)
@@ -139,8 +143,6 @@ class _ThresholdFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, failure_of(scored.info.uri, "inference", exc, "inference_failed"))
             return
         self.tagged.inc()
-        for tag in tags:
-            self.tag_counters[tag].inc()
         yield Tagged(scored.info, tags, probs, scored.model_name, scored.model_version, scored.model_variant)
 
 

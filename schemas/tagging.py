@@ -92,6 +92,7 @@ class RunManifest:
     failures_by_stage: dict[str, int] = field(default_factory=dict)
     format_version: int = MANIFEST_FORMAT_VERSION
     model_variant: str = ""  # fp32 | int8 (what --precision chose); "" in manifests of earlier runs
+    tag_counts: dict[str, int] = field(default_factory=dict)  # images per tag, tags that occurred; {} earlier
 
     def __post_init__(self) -> None:
         if self.matched != self.tagged + self.failed + self.skipped:
@@ -99,6 +100,8 @@ class RunManifest:
                 f"run {self.run_id}: accounting mismatch: matched {self.matched} != tagged {self.tagged} + "
                 f"failed {self.failed} + skipped {self.skipped}"
             )
+        if any(not 0 < n <= self.tagged for n in self.tag_counts.values()):
+            raise ValueError(f"run {self.run_id}: a tag count is outside 1..tagged ({self.tagged})")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

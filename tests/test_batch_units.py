@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -12,7 +13,7 @@ from pipelines.catalog import connect, load_queries
 from pipelines.inputs import is_manifest, resolve_entry
 from pipelines.model_handler import CPU, CUDA, CardModelHandler, choose_providers
 from pipelines.progress import format_progress
-from pipelines.records import ImageInput
+from pipelines.records import ClassProbabilities, ImageInput
 from pipelines.transforms import TagImages, apply_thresholds
 from schemas.tagging import RunManifest
 from tests.synthetic import CLASSES, encode, make_sample
@@ -23,6 +24,22 @@ def test_apply_thresholds_uses_each_class_threshold():
     assert tags == ("b", "c") and probs == pytest.approx({"a": 0.9, "b": 0.3, "c": 0.5})
     with pytest.raises(ValueError, match="2 classes"):
         apply_thresholds([0.1, 0.2, 0.3], ("a", "b"), [0.5, 0.5])
+
+
+def test_probabilities_read_as_the_class_dict_they_replace():
+    """The pipelines carry the model's vector, not a dict per image; every consumer (decision messages,
+    Parquet rows, pickling between stages) still reads {class: probability}."""
+    import pickle
+
+    _, probs = apply_thresholds(np.array([0.25, 0.5, 0.75]), ("a", "b", "c"), [0.5, 0.5, 0.5])
+    assert dict(probs) == {"a": 0.25, "b": 0.5, "c": 0.75} and list(probs) == ["a", "b", "c"]
+    assert probs["c"] == 0.75 and isinstance(probs["c"], float) and "d" not in probs and len(probs) == 3
+    with pytest.raises(KeyError):
+        probs["d"]
+    again = pickle.loads(pickle.dumps(probs))
+    assert again == probs == {"a": 0.25, "b": 0.5, "c": 0.75} and list(again.items()) == list(probs.items())
+    with pytest.raises(ValueError, match="for 2 classes"):
+        ClassProbabilities(("a", "b"), np.zeros(3, np.float32))
 
 
 def test_manifest_refuses_an_accounting_mismatch():

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models import storage
-from pipelines.records import Tagged
+from pipelines.records import Tagged, as_dict
 from pipelines.sinks import failure_row, tagged_row
 from pipelines.streaming.kafka_config import KafkaConfig
 from pipelines.streaming.steps import StreamItem
@@ -115,10 +115,12 @@ def write_partition_files(output: str, outcomes: list[StreamItem], model_name: s
     run_id = run_id_for(first.topic, first.partition, first.offset, last.offset)
     run_date = now.strftime("%Y-%m-%d")
     by_version: dict[str, list[dict[str, Any]]] = {}
-    errors, by_stage = [], {}
+    errors, by_stage, tag_counts = [], {}, {}
     for o in outcomes:
         src = o.context.record.source
         if o.failure is None:
+            for tag in o.value.tags:
+                tag_counts[tag] = tag_counts.get(tag, 0) + 1
             row = tagged_row(o.value, run_id, now)
             row["image_uri"] = o.context.image_uri or src.uri
             row.update(message_id=o.context.message_id, source_topic=src.topic,
@@ -155,6 +157,7 @@ def write_partition_files(output: str, outcomes: list[StreamItem], model_name: s
         error_files=error_files,
         failures_by_stage=by_stage,
         model_variant=",".join(sorted({o.value.model_variant for o in outcomes if o.failure is None})),
+        tag_counts=dict(sorted(tag_counts.items())),
     )
     storage.write_bytes_atomic(storage.join(output, manifest_name(run_id)), manifest.to_json().encode())
     return manifest
@@ -165,7 +168,7 @@ def decision_for(o: StreamItem, now_iso: str) -> Decision:
     return Decision(
         id=o.context.message_id or "",
         tags=tuple(t.tags),
-        probabilities=dict(t.probabilities),
+        probabilities=as_dict(t.probabilities),
         model_name=t.model_name,
         model_version=t.model_version,
         model_variant=t.model_variant,
