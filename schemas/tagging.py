@@ -100,8 +100,9 @@ class RunManifest:
                 f"run {self.run_id}: accounting mismatch: matched {self.matched} != tagged {self.tagged} + "
                 f"failed {self.failed} + skipped {self.skipped}"
             )
-        if any(not 0 < n <= self.tagged for n in self.tag_counts.values()):
-            raise ValueError(f"run {self.run_id}: a tag count is outside 1..tagged ({self.tagged})")
+        if not isinstance(self.tag_counts, dict) or any(
+                type(n) is not int or not 0 < n <= self.tagged for n in self.tag_counts.values()):
+            raise ValueError(f"run {self.run_id}: tag_counts must map each tag to a count in 1..tagged ({self.tagged})")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

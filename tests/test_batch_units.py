@@ -48,6 +48,10 @@ def test_manifest_refuses_an_accounting_mismatch():
     RunManifest(matched=5, tagged=3, failed=1, skipped=1, **fields)
     with pytest.raises(ValueError, match="accounting mismatch"):
         RunManifest(matched=5, tagged=3, failed=1, skipped=0, **fields)
+    RunManifest(matched=5, tagged=3, failed=1, skipped=1, tag_counts={"cat": 3, "dog": 1}, **fields)
+    for bad in ({"cat": 4}, {"cat": 0}, {"cat": "3"}, {"cat": True}, ["cat"], {"cat": 1.5}):
+        with pytest.raises(ValueError, match="tag_counts"):
+            RunManifest(matched=5, tagged=3, failed=1, skipped=1, tag_counts=bad, **fields)
 
 
 def test_manifest_inputs_and_relative_entries():
