@@ -221,3 +221,31 @@ def test_beams_batch_size_estimator_warnings_are_silenced_unless_verbose():
             configure_logging(verbose)
             _BatchSizeEstimator.linear_regression_numpy(*degenerate)
         assert {w.category.__name__ for w in caught} == expected
+
+
+def test_quantizer_progress_logs_only_with_verbose(tmp_path, caplog):
+    """onnxruntime's quantizer logs its progress at INFO, partly on the root logger: `make demo` printed
+    dozens of "Increased scale[...] for weight ..." lines. Without -v they are dropped; with -v they pass."""
+    import logging
+
+    import numpy as np
+
+    from jobs.cli import configure_logging
+    from models.training.quantize import quantize
+    from tests.model_factory import export_tiny_model
+
+    fp32 = str(tmp_path / "model.onnx")
+    export_tiny_model(fp32, num_classes=3)
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 64, 64)).astype(np.float32)
+    caplog.set_level(logging.INFO)
+    shown = {}
+    for verbose in (False, True):
+        caplog.clear()
+        configure_logging(verbose)
+        quantize(fp32, str(tmp_path / f"int8-{verbose}.onnx"), calibration)
+        logging.getLogger("pipelines.batch").info("our own progress line")
+        shown[verbose] = [r for r in caplog.records if "onnxruntime" in r.pathname]
+        assert "our own progress line" in caplog.text  # the job's own INFO lines always pass
+    configure_logging(False)
+    assert shown[True], "the quantizer logged nothing at INFO: this test no longer exercises the filter"
+    assert not [r for r in shown[False] if r.levelno < logging.WARNING]
