@@ -79,6 +79,12 @@ class ClassProbabilities(Mapping[str, float]):
         """A plain dict (what ``dict(self)`` gives, built in one step)."""
         return dict(zip(self.classes, self.vector.tolist()))
 
+    def items(self):  # the views of a plain dict: same behaviour as Mapping's, without a lookup per class
+        return self.to_dict().items()
+
+    def values(self):
+        return self.to_dict().values()
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.classes)
 
