@@ -30,7 +30,11 @@ pytestmark = pytest.mark.slow
 # The MobileNetV2 fine-tune this test was written for. INT8 of the default EfficientNet-Lite2 probe is published
 # on coco128 (mAP drop 0.0004) but not on this fixture, whose flat images leave the probe's head ill-conditioned
 # (docs/quantization.md); the rare-class test below covers the cause that withheld it on real data.
-GOOD = dict(recipe="finetune", arch="mobilenet_v2", image_size=64, epochs=6, warmup_epochs=2, finetune_fraction=1.0)
+# threads=1: training numerics depend on the thread count (float reduction order), and `choose_threads` picks 1 or 2
+# by the load average. On this 26-image test split the INT8 drops swing by +-0.02 between the two models (mAP drop
+# -0.006 at one thread, 0.017 at two: withheld, correctly), so the test pins the thread count to be deterministic.
+GOOD = dict(recipe="finetune", arch="mobilenet_v2", image_size=64, epochs=6, warmup_epochs=2, finetune_fraction=1.0,
+            threads=1)
 
 
 @pytest.fixture(scope="module")
