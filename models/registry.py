@@ -116,6 +116,11 @@ class LoadedModel:
     paths: Mapping[str, str] = dataclasses.field(default_factory=dict)  # file name -> verified local path
     variant: str = "fp32"  # which of the card's variants ``model_path`` is (card.variants)
 
+    def as_variant(self, variant: str) -> "LoadedModel":
+        """The same verified version with ``model_path`` naming ``variant``'s file: no second round of hashing."""
+        model_path = self.paths[MODEL_FILE] if variant == "fp32" else self.paths[_variant_file(self.card, variant)]
+        return dataclasses.replace(self, model_path=model_path, variant=variant)
+
 
 Attachment = bytes | Callable[[ModelCard], bytes] | os.PathLike
 
@@ -201,8 +206,7 @@ class Registry:
         paths = verify_files(directory, card.artifact_digests(), card.ref, cache_dir)
         if MODEL_FILE not in paths:
             raise RegistryError(f"model {card.ref}: card.json lists no {MODEL_FILE} (onnx_sha256 is empty)")
-        model_path = paths[MODEL_FILE] if variant == "fp32" else paths[_variant_file(card, variant)]
-        return LoadedModel(card=card, model_path=model_path, directory=directory, paths=paths, variant=variant)
+        return LoadedModel(card=card, model_path=paths[MODEL_FILE], directory=directory, paths=paths).as_variant(variant)
 
     # ----------------------------------------------------------------------------------------------- writing
     def publish(

@@ -197,7 +197,7 @@ def run_tag_job(job: TagJob) -> TagResult:
     intra_op_threads = job.onnx_threads or (max(1, (os.cpu_count() or 1) // workers) if local
                                             else remote_onnx_threads(runner_name, options))
     if local:  # the workers run on this machine: choose the variant once, here
-        loaded, why = load_for_precision(registry, card.ref, job.precision)
+        loaded, why = load_for_precision(registry, card.ref, job.precision, loaded=loaded)
         variant = loaded.variant
     else:  # decided here unless the version has an INT8 variant for `auto`: then each worker's hardware decides
         variant, why = choose_variant(card, job.precision, gpu=False)  # an explicit int8 is checked here

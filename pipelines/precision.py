@@ -63,15 +63,16 @@ def choose_variant(
                   "speed-up whose uint8 x int8 products may saturate")
 
 
-def load_for_precision(registry, ref: str, precision: str, fallback: bool = False):
+def load_for_precision(registry, ref: str, precision: str, fallback: bool = False, loaded=None):
     """(LoadedModel of the chosen variant, why) for ``ref`` at ``--precision precision``, on this machine.
 
     ``fallback=True`` (streaming hot reload) runs FP32, with the reason, when an explicit ``int8`` is asked
     of a version that has no INT8 variant, instead of refusing: moderation must not stop over a promotion.
+    ``loaded``: ``ref`` as the caller already loaded (and so verified) it, not hashed again.
     """
     import onnxruntime as ort
 
-    loaded = registry.load(ref)  # verifies model.onnx
+    loaded = loaded or registry.load(ref)  # verifies model.onnx and every variant the card lists
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     try:
         variant, why = choose_variant(loaded.card, precision, gpu=gpu)
@@ -79,6 +80,4 @@ def load_for_precision(registry, ref: str, precision: str, fallback: bool = Fals
         if not fallback:
             raise
         variant, why = FP32, f"{exc}; running FP32"
-    if variant != FP32:
-        loaded = registry.load(loaded.card.ref, variant=variant)
-    return loaded, why
+    return loaded.as_variant(variant), why
