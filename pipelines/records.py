@@ -61,19 +61,18 @@ class ClassProbabilities(Mapping[str, float]):
     that the decode and inference threads need, only for the Parquet writer to turn them back into a vector;
     the writer reads :attr:`vector` instead, and anything else reads a mapping as before."""
 
-    __slots__ = ("classes", "vector", "_index", "_values")
+    __slots__ = ("classes", "vector", "_index")
 
     def __init__(self, classes: tuple[str, ...], vector: np.ndarray) -> None:
         if vector.shape != (len(classes),):
             raise ValueError(f"{vector.shape} probabilities for {len(classes)} classes")
         self.classes, self.vector = classes, vector
-        self._index: dict[str, int] | None = None  # both made on the first read by class name
-        self._values: list[float] | None = None
+        self._index: dict[str, int] | None = None  # made on the first read by class name
 
     def __getitem__(self, key: str) -> float:
-        if self._index is None or self._values is None:
-            self._index, self._values = _class_index(self.classes), self.vector.tolist()
-        return self._values[self._index[key]]
+        if self._index is None:
+            self._index = _class_index(self.classes)
+        return self.vector.item(self._index[key])
 
     def to_dict(self) -> dict[str, float]:
         """A plain dict (what ``dict(self)`` gives, built in one step)."""
@@ -95,7 +94,7 @@ class ClassProbabilities(Mapping[str, float]):
         return ClassProbabilities, (self.classes, self.vector)
 
     def __repr__(self) -> str:
-        return f"ClassProbabilities({dict(zip(self.classes, self.vector.tolist()))!r})"
+        return f"ClassProbabilities({self.to_dict()!r})"
 
 
 def as_dict(probabilities: Mapping[str, float]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections import Counter
 from typing import Any, Callable, Iterable, NamedTuple
 
 import apache_beam as beam
@@ -112,14 +113,13 @@ class _WriteParquetFn(beam.DoFn):
         self.buffered_values = 0
         self.rows = 0
         self.by_stage: dict[str, int] = {}
-        self.tag_counts: dict[str, int] = {}
+        self.tag_counts: Counter[str] = Counter()
         self.path = storage.join(self.staging, f"{self.kind}-{uuid.uuid4().hex}.parquet")
 
     def process(self, element) -> Iterable:
         if self.kind == "tags":
             self._buffer_probabilities(element.probabilities)
-            for tag in element.tags:
-                self.tag_counts[tag] = self.tag_counts.get(tag, 0) + 1
+            self.tag_counts.update(element.tags)
         self.buffer.append(self.to_row(element, self.run_id, dt.datetime.now(dt.timezone.utc)))
         if isinstance(element, Failure):
             self.by_stage[element.stage] = self.by_stage.get(element.stage, 0) + 1
@@ -228,7 +228,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
     """Move staged files into their partitions, then write the manifest (which makes the run visible)."""
     tag_files, error_files, moves = [], [], []
     by_stage: dict[str, int] = {}
-    tag_counts: dict[str, int] = {}
+    tag_counts: Counter[str] = Counter()
     tagged = failed = 0
     for n, f in enumerate(sorted(files, key=lambda f: f.staging_path)):
         if f.kind == "tags":
@@ -236,8 +236,7 @@ def commit_run(info: RunInfo, files: list[WrittenFile], matched: int, skipped: i
             tag_files.append(rel)
             moves.append((f.staging_path, rel))
             tagged += f.rows
-            for tag, count in (f.tag_counts or {}).items():
-                tag_counts[tag] = tag_counts.get(tag, 0) + count
+            tag_counts.update(f.tag_counts or {})
         else:
             rel = f"{errors_partition(info.run_date)}/part-{info.run_id}-{n:05d}.parquet"
             error_files.append(rel)

@@ -24,6 +24,7 @@ import queue
 import re
 import threading
 import time
+from collections import Counter
 from typing import Any, Callable, Iterable, TypeVar
 
 import apache_beam as beam
@@ -115,12 +116,11 @@ def write_partition_files(output: str, outcomes: list[StreamItem], model_name: s
     run_id = run_id_for(first.topic, first.partition, first.offset, last.offset)
     run_date = now.strftime("%Y-%m-%d")
     by_version: dict[str, list[dict[str, Any]]] = {}
-    errors, by_stage, tag_counts = [], {}, {}
+    errors, by_stage, tag_counts = [], {}, Counter()
     for o in outcomes:
         src = o.context.record.source
         if o.failure is None:
-            for tag in o.value.tags:
-                tag_counts[tag] = tag_counts.get(tag, 0) + 1
+            tag_counts.update(o.value.tags)
             row = tagged_row(o.value, run_id, now)
             row["image_uri"] = o.context.image_uri or src.uri
             row.update(message_id=o.context.message_id, source_topic=src.topic,
