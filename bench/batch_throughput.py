@@ -98,13 +98,10 @@ def tag_rate_threshold(model_path: str, image_paths: list[str], spec, tags_per_i
     calibrated (ImageNet's softmax-trained logits through a sigmoid)."""
     import onnxruntime as ort
 
-    from pipelines.decode import decode_image
-    from pipelines.preprocess import draft_size_for, preprocess
+    from models.training.quantize import load_calibration
 
-    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    batch = np.stack([preprocess(decode_image(pathlib.Path(p).read_bytes(), draft_size=draft_size_for(spec)).image,
-                                 spec) for p in image_paths])
-    probs = session.run(None, {"images": batch})[0]
+    batch = load_calibration([os.path.basename(p) for p in image_paths], image_paths, spec).inputs
+    probs = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"]).run(None, {"images": batch})[0]
     return float(np.quantile(probs, 1.0 - tags_per_image / probs.shape[1]))
 
 
